@@ -1,0 +1,3 @@
+//! Record <-> bytes codecs.
+
+pub mod jsonl;

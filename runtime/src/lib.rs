@@ -1,0 +1,96 @@
+//! Sluice: a stream-processing runtime whose business logic lives in WebAssembly plugins.
+//! `main.rs` parses the command line and calls [`run`] or [`inspect`].
+
+pub mod config;
+pub mod connector;
+pub mod format;
+pub mod pipeline;
+pub mod plugin;
+pub mod record;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Result};
+use tokio::sync::watch;
+
+use config::RunArgs;
+use connector::{generator::PluginSource, stdio, Source};
+use pipeline::{Pipeline, Stats};
+use plugin::{ArtifactCache, PluginEngine, SourceInstance, TransformInstance, World};
+
+/// Loads the plugins, wires source -> chain -> sink and runs until the input ends, `--count`
+/// is reached or SIGINT/SIGTERM arrives.
+pub async fn run(args: RunArgs) -> Result<Stats> {
+    let engine = Arc::new(PluginEngine::new(args.cache_dir.clone().unwrap_or_else(ArtifactCache::default_dir))?);
+    let mut source: Option<Box<dyn Source>> = None;
+    let mut transforms = Vec::new();
+    for (i, path) in args.plugins.iter().enumerate() {
+        let plugin = engine.load(path, args.config.clone(), args.limits())?;
+        tracing::info!(plugin = %plugin.name, world = %plugin.world, sha256 = %plugin.compiled.sha256, "loaded");
+        match plugin.world {
+            World::Source if i == 0 => {
+                source = Some(Box::new(PluginSource::new(SourceInstance::new(plugin)?, args.rate)));
+            }
+            World::Source => bail!(
+                "{} implements the `source` world, but only the first --plugin may be a source; \
+                 put it first, or use a transform here",
+                path.display()
+            ),
+            World::Transform => transforms.push(TransformInstance::new(plugin)?),
+        }
+    }
+    let pipeline = Pipeline {
+        source: source.unwrap_or_else(|| Box::new(stdio::LineSource::stdin())),
+        transforms,
+        sink: Box::new(stdio::StdoutSink::new()),
+        policy: args.on_error,
+        batch_size: args.batch_size as usize,
+        count: args.count,
+    };
+    let stats = pipeline.run(shutdown_signal()?).await?;
+    tracing::info!(records_in = stats.records_in, records_out = stats.records_out, records_failed = stats.records_failed, "done");
+    Ok(stats)
+}
+
+/// Turns true at SIGINT or SIGTERM.
+fn shutdown_signal() -> Result<watch::Receiver<bool>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (tx, rx) = watch::channel(false);
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+        tracing::info!("signal received: finishing the batch in flight");
+        let _ = tx.send(true);
+    });
+    Ok(rx)
+}
+
+/// What `runtime inspect` prints: file facts, the world, exports and imports.
+pub fn inspect(path: &Path, cache_dir: Option<&Path>) -> Result<String> {
+    use std::fmt::Write;
+    let engine = PluginEngine::new(cache_dir.map_or_else(ArtifactCache::default_dir, Path::to_owned))?;
+    let compiled = engine.compile(path)?;
+    let mut out = String::new();
+    writeln!(out, "file:    {}", compiled.path.display())?;
+    writeln!(out, "size:    {} bytes", compiled.size)?;
+    writeln!(out, "sha256:  {}", compiled.sha256)?;
+    let world = compiled.world(engine.engine());
+    match &world {
+        Ok(w) => writeln!(out, "world:   {w} ({})", plugin::CONTRACT)?,
+        Err(_) => writeln!(out, "world:   none")?,
+    }
+    for (title, imports) in [("exports", false), ("imports", true)] {
+        writeln!(out, "{title}:")?;
+        for (name, kind) in compiled.items(engine.engine(), imports) {
+            writeln!(out, "  {name}: {kind}")?;
+        }
+    }
+    print!("{out}");
+    world?;
+    Ok(out)
+}

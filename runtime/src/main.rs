@@ -1,0 +1,57 @@
+//! The `runtime` command: parses the command line and calls the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "runtime", version, about = "Sluice: stream records through WebAssembly plugins")]
+struct Cli {
+    /// Log filter (tracing syntax, e.g. `info`, `debug`, `sluice=debug,plugin=warn`).
+    #[arg(long, global = true, env = "SLUICE_LOG", default_value = "info")]
+    log: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run plugins: a source plugin or stdin (JSON lines) -> transforms -> stdout (JSON lines).
+    Run(sluice::config::RunArgs),
+    /// Show a plugin's world, exports, imports, size and sha256.
+    Inspect {
+        plugin: PathBuf,
+        #[arg(long, env = "SLUICE_CACHE_DIR")]
+        cache_dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|e| {
+        eprintln!("warning: ignoring --log `{}` ({e}); using `info`", cli.log);
+        EnvFilter::new("info")
+    });
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+
+    let result = match cli.command {
+        Command::Run(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(sluice::run(args)))
+            .map(drop),
+        Command::Inspect { plugin, cache_dir } => sluice::inspect(&plugin, cache_dir.as_deref()).map(drop),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
