@@ -118,21 +118,33 @@ pub fn run_chain(stages: &mut [TransformInstance], mut records: Vec<Record>, pol
         }
         let mut result = StageResult::default();
         isolate(stage, &records, 0, policy == ErrorPolicy::Fail, &mut result)?;
-        failures.extend(result.failures.into_iter().map(|(i, message)| Failure { position: records[i].position().to_owned(), message }));
+        let mut stage_failures: Vec<Failure> = result
+            .failures
+            .into_iter()
+            .map(|(i, message)| Failure { position: records[i].position().to_owned(), message })
+            .collect();
         records = result.outputs;
         // A record routed to a named output leaves the chain there; this pipeline has none.
-        if records.iter().any(|r| r.output.is_some()) {
+        if let Some(first) = records.iter().position(|r| r.output.is_some()) {
             let plugin = stage.plugin().name.clone();
-            let (routed, kept): (Vec<_>, Vec<_>) = records.into_iter().partition(|r| r.output.is_some());
-            failures.extend(routed.into_iter().map(|r| Failure {
+            let routed = |r: &Record| Failure {
                 position: r.position().to_owned(),
                 message: format!(
                     "plugin {plugin} routed it to output `{}`, which this pipeline does not have",
                     r.output.as_deref().unwrap_or_default()
                 ),
-            }));
-            records = kept;
+            };
+            if policy == ErrorPolicy::Fail {
+                // It comes before any failure the stage reported: stop there.
+                stage_failures = vec![routed(&records[first])];
+                records.truncate(first);
+            } else {
+                let (out, kept): (Vec<_>, Vec<_>) = records.into_iter().partition(|r| r.output.is_some());
+                stage_failures.extend(out.iter().map(routed));
+                records = kept;
+            }
         }
+        failures.extend(stage_failures);
     }
     Ok((records, failures))
 }

@@ -6,7 +6,7 @@
 //! - `LOOP`: an endless loop (the batch deadline must stop it);
 //! - `OOM`: allocates until the memory cap stops it;
 //! - `LOG`: logs the value through the host at info level, then passes it through;
-//! - `DROP`: filtered out; `TWICE`: emitted twice.
+//! - `DROP`: filtered out; `TWICE`: emitted twice; `ROUTE`: sent to the output `elsewhere`.
 //!
 //! Config `fail_init=REASON` makes `init` fail with that reason.
 
@@ -34,6 +34,7 @@ pub fn process(msg: Message<'_>) -> Result<Vec<Message<'_>>, Error> {
             }
         }
         b"DROP" => Ok(vec![]),
+        b"ROUTE" => Ok(vec![msg.to_output("elsewhere")]),
         b"TWICE" => Ok(vec![msg.clone(), msg]),
         _ => {
             if v.starts_with(b"LOG") {
