@@ -59,14 +59,18 @@ impl RunArgs {
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
-        _ => Err(format!("`{s}` is not KEY=VALUE (for example --config seed=42)")),
+        _ => Err(format!(
+            "`{s}` is not KEY=VALUE (for example --config seed=42)"
+        )),
     }
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
-        _ => Err(format!("`{s}` is not a rate: give records per second >= 0 (0 = as fast as possible)")),
+        _ => Err(format!(
+            "`{s}` is not a rate: give records per second >= 0 (0 = as fast as possible)"
+        )),
     }
 }
 

@@ -22,7 +22,11 @@ use plugin::{ArtifactCache, PluginEngine, SourceInstance, TransformInstance, Wor
 /// Loads the plugins, wires source -> chain -> sink and runs until the input ends, `--count`
 /// is reached or SIGINT/SIGTERM arrives.
 pub async fn run(args: RunArgs) -> Result<Stats> {
-    let engine = Arc::new(PluginEngine::new(args.cache_dir.clone().unwrap_or_else(ArtifactCache::default_dir))?);
+    let engine = Arc::new(PluginEngine::new(
+        args.cache_dir
+            .clone()
+            .unwrap_or_else(ArtifactCache::default_dir),
+    )?);
     let mut source: Option<Box<dyn Source>> = None;
     let mut transforms = Vec::new();
     for (i, path) in args.plugins.iter().enumerate() {
@@ -30,7 +34,10 @@ pub async fn run(args: RunArgs) -> Result<Stats> {
         tracing::info!(plugin = %plugin.name, world = %plugin.world, sha256 = %plugin.compiled.sha256, "loaded");
         match plugin.world {
             World::Source if i == 0 => {
-                source = Some(Box::new(PluginSource::new(SourceInstance::new(plugin)?, args.rate)));
+                source = Some(Box::new(PluginSource::new(
+                    SourceInstance::new(plugin)?,
+                    args.rate,
+                )));
             }
             World::Source => bail!(
                 "{} implements the `source` world, but only the first --plugin may be a source; \
@@ -49,7 +56,12 @@ pub async fn run(args: RunArgs) -> Result<Stats> {
         count: args.count,
     };
     let stats = pipeline.run(shutdown_signal()?).await?;
-    tracing::info!(records_in = stats.records_in, records_out = stats.records_out, records_failed = stats.records_failed, "done");
+    tracing::info!(
+        records_in = stats.records_in,
+        records_out = stats.records_out,
+        records_failed = stats.records_failed,
+        "done"
+    );
     Ok(stats)
 }
 
@@ -73,7 +85,8 @@ fn shutdown_signal() -> Result<watch::Receiver<bool>> {
 /// What `runtime inspect` prints: file facts, the world, exports and imports.
 pub fn inspect(path: &Path, cache_dir: Option<&Path>) -> Result<String> {
     use std::fmt::Write;
-    let engine = PluginEngine::new(cache_dir.map_or_else(ArtifactCache::default_dir, Path::to_owned))?;
+    let engine =
+        PluginEngine::new(cache_dir.map_or_else(ArtifactCache::default_dir, Path::to_owned))?;
     let compiled = engine.compile(path)?;
     let mut out = String::new();
     writeln!(out, "file:    {}", compiled.path.display())?;

@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "runtime", version, about = "Sluice: stream records through WebAssembly plugins")]
+#[command(
+    name = "runtime",
+    version,
+    about = "Sluice: stream records through WebAssembly plugins"
+)]
 struct Cli {
     /// Log filter (tracing syntax, e.g. `info`, `debug`, `sluice=debug,plugin=warn`).
     #[arg(long, global = true, env = "SLUICE_LOG", default_value = "info")]
@@ -36,7 +40,11 @@ fn main() -> ExitCode {
         EnvFilter::new("info")
     });
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .init();
 
     let result = match cli.command {
         Command::Run(args) => tokio::runtime::Builder::new_multi_thread()
@@ -45,7 +53,9 @@ fn main() -> ExitCode {
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(sluice::run(args)))
             .map(drop),
-        Command::Inspect { plugin, cache_dir } => sluice::inspect(&plugin, cache_dir.as_deref()).map(drop),
+        Command::Inspect { plugin, cache_dir } => {
+            sluice::inspect(&plugin, cache_dir.as_deref()).map(drop)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

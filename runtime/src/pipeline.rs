@@ -3,7 +3,7 @@
 use anyhow::{anyhow, Result};
 use tokio::sync::watch;
 
-use crate::connector::{SinkClosed, Source, Sink};
+use crate::connector::{Sink, SinkClosed, Source};
 use crate::plugin::{BatchError, TransformInstance};
 use crate::record::Record;
 
@@ -75,8 +75,9 @@ impl Pipeline {
             let Some(batch) = batch else { break };
             stats.records_in += batch.records.len() as u64;
 
-            let (outputs, mut failures) =
-                tokio::task::block_in_place(|| run_chain(&mut self.transforms, batch.records, self.policy))?;
+            let (outputs, mut failures) = tokio::task::block_in_place(|| {
+                run_chain(&mut self.transforms, batch.records, self.policy)
+            })?;
             let rejected = match self.sink.write(&outputs).await {
                 Ok(rejected) => rejected,
                 Err(e) if e.is::<SinkClosed>() => {
@@ -92,13 +93,18 @@ impl Pipeline {
             }));
             if let Some(e) = batch.error {
                 stats.records_in += 1;
-                failures.push(Failure { position: e.position, message: e.message });
+                failures.push(Failure {
+                    position: e.position,
+                    message: e.message,
+                });
             }
             for failure in failures {
                 stats.records_failed += 1;
                 match self.policy {
                     ErrorPolicy::Fail => {
-                        return Err(anyhow!("{failure} (use --on-error skip to skip bad records)"));
+                        return Err(anyhow!(
+                            "{failure} (use --on-error skip to skip bad records)"
+                        ));
                     }
                     ErrorPolicy::Skip => tracing::warn!("skipped {failure}"),
                 }
@@ -110,7 +116,11 @@ impl Pipeline {
 
 /// Runs records through each transform in turn. With `fail`, records after the first failure
 /// are dropped so that only outputs of records before it are written.
-pub fn run_chain(stages: &mut [TransformInstance], mut records: Vec<Record>, policy: ErrorPolicy) -> Result<(Vec<Record>, Vec<Failure>)> {
+pub fn run_chain(
+    stages: &mut [TransformInstance],
+    mut records: Vec<Record>,
+    policy: ErrorPolicy,
+) -> Result<(Vec<Record>, Vec<Failure>)> {
     let mut failures = Vec::new();
     for stage in stages {
         if records.is_empty() {
@@ -121,7 +131,10 @@ pub fn run_chain(stages: &mut [TransformInstance], mut records: Vec<Record>, pol
         let mut stage_failures: Vec<Failure> = result
             .failures
             .into_iter()
-            .map(|(i, message)| Failure { position: records[i].position().to_owned(), message })
+            .map(|(i, message)| Failure {
+                position: records[i].position().to_owned(),
+                message,
+            })
             .collect();
         records = result.outputs;
         // A record routed to a named output leaves the chain there; this pipeline has none.
@@ -139,7 +152,8 @@ pub fn run_chain(stages: &mut [TransformInstance], mut records: Vec<Record>, pol
                 stage_failures = vec![routed(&records[first])];
                 records.truncate(first);
             } else {
-                let (out, kept): (Vec<_>, Vec<_>) = records.into_iter().partition(|r| r.output.is_some());
+                let (out, kept): (Vec<_>, Vec<_>) =
+                    records.into_iter().partition(|r| r.output.is_some());
                 stage_failures.extend(out.iter().map(routed));
                 records = kept;
             }
@@ -160,7 +174,13 @@ struct StageResult {
 /// Processes `records` (which start at input index `base`); a batch that fails as a whole is
 /// split in halves until the records that cause it stand alone, so one poison record never
 /// takes its neighbours with it.
-fn isolate(stage: &mut TransformInstance, records: &[Record], base: usize, stop_at_first: bool, out: &mut StageResult) -> Result<()> {
+fn isolate(
+    stage: &mut TransformInstance,
+    records: &[Record],
+    base: usize,
+    stop_at_first: bool,
+    out: &mut StageResult,
+) -> Result<()> {
     if out.stopped || records.is_empty() {
         return Ok(());
     }
@@ -171,7 +191,10 @@ fn isolate(stage: &mut TransformInstance, records: &[Record], base: usize, stop_
                 match outcome {
                     Ok(n) => out.outputs.extend(outputs.by_ref().take(n as usize)),
                     Err(message) => {
-                        out.failures.push((base + i, format!("plugin {}: {message}", stage.plugin().name)));
+                        out.failures.push((
+                            base + i,
+                            format!("plugin {}: {message}", stage.plugin().name),
+                        ));
                         if stop_at_first {
                             out.stopped = true;
                             return Ok(());
@@ -188,7 +211,10 @@ fn isolate(stage: &mut TransformInstance, records: &[Record], base: usize, stop_
             Ok(())
         }
         Err(e) => {
-            tracing::debug!(records = records.len(), "batch failed ({e}); splitting it to isolate the bad records");
+            tracing::debug!(
+                records = records.len(),
+                "batch failed ({e}); splitting it to isolate the bad records"
+            );
             let mid = records.len() / 2;
             isolate(stage, &records[..mid], base, stop_at_first, out)?;
             isolate(stage, &records[mid..], base + mid, stop_at_first, out)

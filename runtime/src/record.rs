@@ -21,7 +21,10 @@ pub struct Record {
 
 impl Record {
     pub fn new(value: impl Into<Bytes>) -> Self {
-        Record { value: value.into(), ..Default::default() }
+        Record {
+            value: value.into(),
+            ..Default::default()
+        }
     }
 
     /// How to name this record in a message.

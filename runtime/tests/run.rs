@@ -10,25 +10,59 @@ use common::*;
 use sha2::{Digest, Sha256};
 
 fn ids(lines: &[serde_json::Value]) -> Vec<String> {
-    lines.iter().map(|v| v["session_id"].as_str().expect("session_id").to_owned()).collect()
+    lines
+        .iter()
+        .map(|v| v["session_id"].as_str().expect("session_id").to_owned())
+        .collect()
 }
 
 #[test]
 fn mock_writes_count_sessions_then_exits_zero() {
     let mock = plugin("mock");
-    let out = run(&["run", "--plugin", mock.to_str().unwrap(), "--count", "2000", "--rate", "0"], b"");
+    let out = run(
+        &[
+            "run",
+            "--plugin",
+            mock.to_str().unwrap(),
+            "--count",
+            "2000",
+            "--rate",
+            "0",
+        ],
+        b"",
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let lines = json_lines(&stdout(&out));
     assert_eq!(lines.len(), 2000);
     for v in &lines {
-        for field in ["user_id", "device_id", "device_type", "operating_system", "app_version", "timestamp",
-                      "session_duration", "clicks", "views", "latitude", "longitude", "events"] {
+        for field in [
+            "user_id",
+            "device_id",
+            "device_type",
+            "operating_system",
+            "app_version",
+            "timestamp",
+            "session_duration",
+            "clicks",
+            "views",
+            "latitude",
+            "longitude",
+            "events",
+        ] {
             assert!(v.get(field).is_some(), "{field} missing in {v}");
         }
         assert!(v["timestamp"].is_i64());
     }
-    assert_eq!(ids(&lines).into_iter().collect::<HashSet<_>>().len(), 2000, "session ids repeat");
-    assert!(stderr(&out).contains("records_out=2000"), "{}", stderr(&out));
+    assert_eq!(
+        ids(&lines).into_iter().collect::<HashSet<_>>().len(),
+        2000,
+        "session ids repeat"
+    );
+    assert!(
+        stderr(&out).contains("records_out=2000"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -36,7 +70,20 @@ fn config_reaches_init_and_a_seed_makes_output_deterministic() {
     let mock = plugin("mock");
     let gen = |seed: &str| {
         let cfg = format!("seed={seed}");
-        let out = run(&["run", "--plugin", mock.to_str().unwrap(), "--count", "300", "--rate", "0", "--config", &cfg], b"");
+        let out = run(
+            &[
+                "run",
+                "--plugin",
+                mock.to_str().unwrap(),
+                "--count",
+                "300",
+                "--rate",
+                "0",
+                "--config",
+                &cfg,
+            ],
+            b"",
+        );
         assert!(out.status.success(), "{}", stderr(&out));
         ids(&json_lines(&stdout(&out)))
     };
@@ -48,12 +95,27 @@ fn config_reaches_init_and_a_seed_makes_output_deterministic() {
 fn rate_paces_the_generator() {
     let mock = plugin("mock");
     let started = Instant::now();
-    let out = run(&["run", "--plugin", mock.to_str().unwrap(), "--count", "30", "--rate", "100"], b"");
+    let out = run(
+        &[
+            "run",
+            "--plugin",
+            mock.to_str().unwrap(),
+            "--count",
+            "30",
+            "--rate",
+            "100",
+        ],
+        b"",
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(json_lines(&stdout(&out)).len(), 30);
     // 30 records at 100/s cannot be done in much less than 0.3 s (a lower bound only: slow
     // machines make it longer, never shorter).
-    assert!(started.elapsed() >= Duration::from_millis(250), "30 records at 100/s took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "30 records at 100/s took {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
@@ -62,7 +124,12 @@ fn enrich_matches_the_golden_file() {
     let expected = std::fs::read_to_string(data("sessions.enriched.jsonl")).unwrap();
     for enrich in [plugin("enrich"), component_plugin("enrich")] {
         let out = run(&["run", "--plugin", enrich.to_str().unwrap()], &input);
-        assert!(out.status.success(), "{}: {}", enrich.display(), stderr(&out));
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            enrich.display(),
+            stderr(&out)
+        );
         assert_eq!(stdout(&out), expected, "{}", enrich.display());
     }
 }
@@ -71,7 +138,17 @@ fn enrich_matches_the_golden_file() {
 fn plugins_chain_in_one_process() {
     let (mock, enrich) = (plugin("mock"), plugin("enrich"));
     let out = run(
-        &["run", "--plugin", mock.to_str().unwrap(), "--plugin", enrich.to_str().unwrap(), "--count", "1000", "--rate", "0"],
+        &[
+            "run",
+            "--plugin",
+            mock.to_str().unwrap(),
+            "--plugin",
+            enrich.to_str().unwrap(),
+            "--count",
+            "1000",
+            "--rate",
+            "0",
+        ],
         b"",
     );
     assert!(out.status.success(), "{}", stderr(&out));
@@ -80,12 +157,19 @@ fn plugins_chain_in_one_process() {
     let mut greece = 0;
     for v in &lines {
         let in_greece = v["latitude"] == 39.0 && v["longitude"] == 22.0;
-        assert_eq!(v["status"], if in_greece { "accepted" } else { "rejected" }, "{v}");
+        assert_eq!(
+            v["status"],
+            if in_greece { "accepted" } else { "rejected" },
+            "{v}"
+        );
         assert_ne!(v["country"], "Unknown", "{v}");
         assert_eq!(v["timestamp"].as_str().map(str::len), Some(24), "{v}");
         greece += usize::from(in_greece);
     }
-    assert!((350..650).contains(&greece), "{greece} of 1000 sessions in Greece");
+    assert!(
+        (350..650).contains(&greece),
+        "{greece} of 1000 sessions in Greece"
+    );
 }
 
 #[test]
@@ -93,12 +177,28 @@ fn both_build_paths_give_working_plugins() {
     // The mock built by cargo-component (wasip1 + adapter) and by the wasip2 target: same code,
     // same sessions for the same seed.
     let gen = |mock: std::path::PathBuf| {
-        let out = run(&["run", "--plugin", mock.to_str().unwrap(), "--count", "50", "--rate", "0", "--config", "seed=9"], b"");
+        let out = run(
+            &[
+                "run",
+                "--plugin",
+                mock.to_str().unwrap(),
+                "--count",
+                "50",
+                "--rate",
+                "0",
+                "--config",
+                "seed=9",
+            ],
+            b"",
+        );
         assert!(out.status.success(), "{}: {}", mock.display(), stderr(&out));
         ids(&json_lines(&stdout(&out)))
     };
     assert_eq!(gen(plugin("mock")), gen(component_plugin("mock")));
-    let out = runtime().args(["inspect", component_plugin("enrich").to_str().unwrap()]).output().unwrap();
+    let out = runtime()
+        .args(["inspect", component_plugin("enrich").to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("world:   transform"));
 }
@@ -107,19 +207,41 @@ fn both_build_paths_give_working_plugins() {
 fn inspect_shows_world_exports_size_and_sha256() {
     let path = plugin("enrich");
     let bytes = std::fs::read(&path).unwrap();
-    let sha: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
-    let out = runtime().args(["inspect", path.to_str().unwrap()]).output().unwrap();
+    let sha: String = Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let out = runtime()
+        .args(["inspect", path.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.contains("world:   transform (sluice:plugin@0.1.0)"), "{text}");
+    assert!(
+        text.contains("world:   transform (sluice:plugin@0.1.0)"),
+        "{text}"
+    );
     assert!(text.contains(&format!("sha256:  {sha}")), "{text}");
-    assert!(text.contains(&format!("size:    {} bytes", bytes.len())), "{text}");
-    assert!(text.contains("process: func(batch: list<u8>) -> result<list<u8>, string>"), "{text}");
+    assert!(
+        text.contains(&format!("size:    {} bytes", bytes.len())),
+        "{text}"
+    );
+    assert!(
+        text.contains("process: func(batch: list<u8>) -> result<list<u8>, string>"),
+        "{text}"
+    );
     assert!(text.contains("sluice:plugin/host@0.1.0"), "{text}");
 
-    let out = runtime().args(["inspect", plugin("mock").to_str().unwrap()]).output().unwrap();
+    let out = runtime()
+        .args(["inspect", plugin("mock").to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(stdout(&out).contains("world:   source"), "{}", stdout(&out));
-    assert!(stdout(&out).contains("next: func(max: u32, now-ms: s64)"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("next: func(max: u32, now-ms: s64)"),
+        "{}",
+        stdout(&out)
+    );
 }
 
 #[test]
@@ -132,15 +254,27 @@ fn sigterm_drains_and_exits_zero() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(700));
-    let killed = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(killed.success());
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "exit {:?}: {}", out.status, stderr(&out));
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status,
+        stderr(&out)
+    );
     let text = stdout(&out);
     assert!(text.ends_with('\n'), "last record half-written");
     let lines = json_lines(&text);
     assert!(!lines.is_empty());
-    assert!(stderr(&out).contains(&format!("records_out={}", lines.len())), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("records_out={}", lines.len())),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -154,7 +288,9 @@ fn a_closed_stdout_ends_the_run_quietly() {
         .spawn()
         .unwrap();
     let mut first = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
     // The reader is dropped here, like `| head -1`.
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));

@@ -22,59 +22,143 @@ fn skip_ws(s: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// `s[i]` is `"`; returns the index after the closing quote.
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// Flags (in each byte's high bit) the bytes of `w` that are `"`, `\\` or below 0x20. Bits above
+/// the lowest flagged byte may be spurious; the lowest one is exact.
+#[inline(always)]
+fn specials(w: u64) -> u64 {
+    let zero_byte = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    zero_byte(w ^ (ONES * u64::from(b'"')))
+        | zero_byte(w ^ (ONES * u64::from(b'\\')))
+        | (w.wrapping_sub(ONES * 0x20) & !w & HIGHS)
+}
+
+/// The index of the first byte at or after `i` that `flags` flags, 16 bytes per step (each loop
+/// step costs an epoch check in wasm); near the end, the index where whole words stop.
+#[inline(always)]
+fn find(s: &[u8], mut i: usize, flags: fn(u64) -> u64) -> usize {
+    let word = |b: &[u8]| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(b);
+        u64::from_le_bytes(w)
+    };
+    while let Some(chunk) = s.get(i..i + 16) {
+        let (lo, hi) = (flags(word(&chunk[..8])), flags(word(&chunk[8..])));
+        if lo != 0 {
+            return i + (lo.trailing_zeros() / 8) as usize;
+        }
+        if hi != 0 {
+            return i + 8 + (hi.trailing_zeros() / 8) as usize;
+        }
+        i += 16;
+    }
+    if let Some(chunk) = s.get(i..i + 8) {
+        let found = flags(word(chunk));
+        if found != 0 {
+            return i + (found.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    i
+}
+
+/// `s[i]` is `"`; returns the index after the closing quote. Scans 8 bytes at a time: strings
+/// are most of a session's bytes.
+#[inline(always)]
 fn skip_string(s: &[u8], mut i: usize) -> Result<usize, String> {
     i += 1;
-    while i < s.len() {
-        match s[i] {
-            b'"' => return Ok(i + 1),
-            b'\\' => i += 2,
-            c if c < 0x20 => return Err(format!("control character in a string at byte {i}")),
-            _ => i += 1,
+    loop {
+        i = find(s, i, specials);
+        match s.get(i) {
+            None => return Err("unterminated string".into()),
+            Some(b'"') => return Ok(i + 1),
+            Some(b'\\') => i += 2,
+            Some(&c) if c < 0x20 => {
+                return Err(format!("control character in a string at byte {i}"))
+            }
+            Some(_) => i += 1,
         }
     }
-    Err("unterminated string".into())
 }
 
 /// Skips one value starting at `i` (after whitespace); returns the index after it.
 fn skip_value(s: &[u8], i: usize) -> Result<usize, String> {
-    let mut stack = [0u8; MAX_DEPTH];
-    let mut depth = 0;
-    let mut i = i;
+    match s.get(i) {
+        Some(b'"') => skip_string(s, i),
+        Some(b'{' | b'[') => skip_container(s, i),
+        Some(b'-' | b'0'..=b'9' | b't' | b'f' | b'n') => Ok(skip_scalar(s, i)),
+        Some(&c) => Err(format!("unexpected `{}` at byte {i}", c as char)),
+        None => Err("unterminated JSON value".into()),
+    }
+}
+
+/// Flags the bytes that end a number or literal: `,`, `]`, `}`, whitespace and control bytes.
+#[inline(always)]
+fn scalar_end(w: u64) -> u64 {
+    let zero_byte = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    zero_byte(w ^ (ONES * u64::from(b',')))
+        | zero_byte((w | (ONES * 0x20)) ^ (ONES * u64::from(b'}')))
+        | (w.wrapping_sub(ONES * 0x21) & !w & HIGHS)
+}
+
+/// Numbers and `true`/`false`/`null` end at a separator; their content is checked only where
+/// enrich reads it (`parse_number`).
+#[inline(always)]
+fn skip_scalar(s: &[u8], i: usize) -> usize {
+    let mut i = find(s, i, scalar_end);
+    while i < s.len() && !matches!(s[i], b',' | b']' | b'}' | b' ' | b'\t' | b'\n' | b'\r') {
+        i += 1;
+    }
+    i
+}
+
+/// Flags the bytes of `w` that are `"` or a bracket (`[`/`{` and `]`/`}` differ only in bit
+/// 0x20). As in [`specials`], only the lowest flag is exact.
+#[inline(always)]
+fn structural(w: u64) -> u64 {
+    let zero_byte = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    let folded = w | (ONES * 0x20);
+    zero_byte(w ^ (ONES * u64::from(b'"')))
+        | zero_byte(folded ^ (ONES * u64::from(b'{')))
+        | zero_byte(folded ^ (ONES * u64::from(b'}')))
+}
+
+/// Skips a nested object or array, jumping 8 bytes at a time from one string or bracket to the
+/// next. Brackets must match and strings must end; the scalars in between are not checked
+/// (enrich only reads top-level fields). Open brackets are kept as bits (1 = `[`), so nesting is
+/// limited to 128 levels.
+fn skip_container(s: &[u8], mut i: usize) -> Result<usize, String> {
+    let mut open: u128 = 0;
+    let mut depth = 0u32;
     loop {
-        i = skip_ws(s, i);
-        let Some(&c) = s.get(i) else { return Err("unterminated JSON value".into()) };
+        i = find(s, i, structural);
+        let Some(&c) = s.get(i) else {
+            return Err("unterminated JSON value".into());
+        };
         match c {
             b'"' => i = skip_string(s, i)?,
             b'{' | b'[' => {
-                if depth == MAX_DEPTH {
+                if depth as usize == MAX_DEPTH {
                     return Err("JSON nested too deeply".into());
                 }
-                stack[depth] = if c == b'{' { b'}' } else { b']' };
+                open = (open << 1) | u128::from(c == b'[');
                 depth += 1;
                 i += 1;
-                continue;
             }
             b'}' | b']' => {
-                if depth == 0 || stack[depth - 1] != c {
+                if depth == 0 || (open & 1 == 1) != (c == b']') {
                     return Err(format!("unexpected `{}` at byte {i}", c as char));
                 }
+                open >>= 1;
                 depth -= 1;
                 i += 1;
-            }
-            b',' | b':' if depth > 0 => {
-                i += 1;
-                continue;
-            }
-            b'-' | b'0'..=b'9' | b't' | b'f' | b'n' => {
-                while i < s.len() && matches!(s[i], b'-' | b'+' | b'.' | b'0'..=b'9' | b'e' | b'E' | b'a'..=b'z') {
-                    i += 1;
+                if depth == 0 {
+                    return Ok(i);
                 }
             }
-            _ => return Err(format!("unexpected `{}` at byte {i}", c as char)),
-        }
-        if depth == 0 {
-            return Ok(i);
+            _ => i += 1,
         }
     }
 }
@@ -101,7 +185,11 @@ pub fn scan_object<const N: usize>(s: &[u8], wanted: &[&str; N]) -> Result<Field
             }
             let start = skip_ws(s, i + 1);
             let end = skip_value(s, start)?;
-            if let Some(w) = wanted.iter().position(|w| w.as_bytes() == key) {
+            // Most keys are not wanted: reject on length and first byte before comparing.
+            let is = |w: &&str| {
+                w.len() == key.len() && w.as_bytes().first() == key.first() && w.as_bytes() == key
+            };
+            if let Some(w) = wanted.iter().position(is) {
                 spans[w] = Some(start..end);
             }
             i = skip_ws(s, end);
@@ -115,9 +203,16 @@ pub fn scan_object<const N: usize>(s: &[u8], wanted: &[&str; N]) -> Result<Field
     }
     let close = i;
     if skip_ws(s, close + 1) != s.len() {
-        return Err(format!("unexpected data after the JSON object at byte {}", close + 1));
+        return Err(format!(
+            "unexpected data after the JSON object at byte {}",
+            close + 1
+        ));
     }
-    Ok(Fields { spans, empty, close })
+    Ok(Fields {
+        spans,
+        empty,
+        close,
+    })
 }
 
 /// Parses a JSON number span.
@@ -131,7 +226,13 @@ pub fn parse_number(span: &[u8]) -> Option<f64> {
 
 /// Writes `s` with the wanted key `i` set to `values[i]`: existing values replaced in place, new
 /// keys appended before the closing brace.
-pub fn rewrite<const N: usize>(s: &[u8], wanted: &[&str; N], fields: &Fields<N>, values: [&[u8]; N], out: &mut Vec<u8>) {
+pub fn rewrite<const N: usize>(
+    s: &[u8],
+    wanted: &[&str; N],
+    fields: &Fields<N>,
+    values: [&[u8]; N],
+    out: &mut Vec<u8>,
+) {
     let mut order: [usize; N] = std::array::from_fn(|i| i);
     order.sort_unstable_by_key(|&i| fields.spans[i].as_ref().map_or(usize::MAX, |r| r.start));
     let mut at = 0;

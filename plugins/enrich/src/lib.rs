@@ -11,7 +11,7 @@ mod json;
 use sluice_sdk::{Error, Message};
 
 /// (latitude, longitude) in 1e-4 degrees -> (country, ISO code).
-const COUNTRIES: [((i64, i64), &str, &str); 21] = [
+pub const COUNTRIES: [((i64, i64), &str, &str); 21] = [
     ((390000, 220000), "Greece", "GR"),
     ((430000, 250000), "Bulgaria", "BG"),
     ((410000, 200000), "Albania", "AL"),
@@ -37,41 +37,40 @@ const COUNTRIES: [((i64, i64), &str, &str); 21] = [
 
 /// The country at these coordinates, after rounding each to 4 decimals.
 pub fn country_at(latitude: f64, longitude: f64) -> (&'static str, &'static str) {
-    let key = ((latitude * 1e4).round() as i64, (longitude * 1e4).round() as i64);
+    let key = (
+        (latitude * 1e4).round() as i64,
+        (longitude * 1e4).round() as i64,
+    );
     COUNTRIES
         .iter()
         .find(|(k, _, _)| *k == key)
         .map_or(("Unknown", "Unknown"), |&(_, name, code)| (name, code))
 }
 
-/// Renders epoch seconds as `YYYY-MM-DD HH:MM:SS+0000` (UTC).
-pub fn format_timestamp(epoch_seconds: i64, out: &mut Vec<u8>) {
+/// Timestamps of years 0000 through 9999, the ones with a four-digit rendering.
+const TIMESTAMPS: std::ops::RangeInclusive<i64> = -62_167_219_200..=253_402_300_799;
+
+/// Renders epoch seconds (within [`TIMESTAMPS`]) as `YYYY-MM-DD HH:MM:SS+0000` (UTC).
+pub fn format_timestamp(epoch_seconds: i64) -> [u8; 24] {
     let days = epoch_seconds.div_euclid(86_400);
     let secs = epoch_seconds.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
     let (hh, mm, ss) = (secs / 3600, secs % 3600 / 60, secs % 60);
-    if !(0..=9999).contains(&y) {
-        // Outside four-digit years: still a readable, sortable rendering.
-        out.extend_from_slice(format!("{y}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02}+0000").as_bytes());
-        return;
-    }
-    let digits = |out: &mut Vec<u8>, v: i64, n: u32| {
-        for i in (0..n).rev() {
-            out.push(b'0' + (v / 10i64.pow(i) % 10) as u8);
-        }
+    let two = |v: i64| {
+        let v = v.clamp(0, 99);
+        [b'0' + (v / 10) as u8, b'0' + (v % 10) as u8]
     };
-    digits(out, y, 4);
-    out.push(b'-');
-    digits(out, m, 2);
-    out.push(b'-');
-    digits(out, d, 2);
-    out.push(b' ');
-    digits(out, hh, 2);
-    out.push(b':');
-    digits(out, mm, 2);
-    out.push(b':');
-    digits(out, ss, 2);
-    out.extend_from_slice(b"+0000");
+    let [y0, y1] = two(y / 100);
+    let [y2, y3] = two(y % 100);
+    let [m0, m1] = two(m);
+    let [d0, d1] = two(d);
+    let [h0, h1] = two(hh);
+    let [i0, i1] = two(mm);
+    let [s0, s1] = two(ss);
+    [
+        y0, y1, y2, y3, b'-', m0, m1, b'-', d0, d1, b' ', h0, h1, b':', i0, i1, b':', s0, s1, b'+',
+        b'0', b'0', b'0', b'0',
+    ]
 }
 
 /// Days since 1970-01-01 -> (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
@@ -89,45 +88,67 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 }
 
 /// The fields enrich reads or writes.
-const FIELDS: [&str; 6] = ["latitude", "longitude", "timestamp", "country", "country_code", "status"];
+const FIELDS: [&str; 6] = [
+    "latitude",
+    "longitude",
+    "timestamp",
+    "country",
+    "country_code",
+    "status",
+];
 
 /// Enriches one session (a JSON object) into `out`.
 pub fn enrich_json(input: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
     let fields = json::scan_object(input, &FIELDS)?;
     let number = |i: usize| -> Result<f64, String> {
-        let span = fields.spans[i].clone().ok_or_else(|| format!("field `{}` is missing", FIELDS[i]))?;
-        json::parse_number(&input[span]).ok_or_else(|| format!("field `{}` is not a number", FIELDS[i]))
+        let span = fields.spans[i]
+            .clone()
+            .ok_or_else(|| format!("field `{}` is missing", FIELDS[i]))?;
+        json::parse_number(&input[span])
+            .ok_or_else(|| format!("field `{}` is not a number", FIELDS[i]))
     };
     let (country, code) = country_at(number(0)?, number(1)?);
-    let timestamp = number(2)?;
-    if !timestamp.is_finite() || timestamp.abs() > 1e14 {
-        return Err(format!("field `timestamp` is out of range: {timestamp}"));
+    let timestamp = number(2)?.floor();
+    if !TIMESTAMPS.contains(&(timestamp as i64)) || !timestamp.is_finite() {
+        return Err(format!(
+            "field `timestamp` is out of range (years 0000-9999): {timestamp}"
+        ));
     }
-    let status: &[u8] = if country.contains("Greece") { b"\"accepted\"" } else { b"\"rejected\"" };
+    let status: &[u8] = if country.contains("Greece") {
+        b"\"accepted\""
+    } else {
+        b"\"rejected\""
+    };
 
-    // One scratch buffer holds the new values: "<timestamp>""<country>""<code>"
-    let mut scratch = Vec::with_capacity(64);
-    scratch.push(b'"');
-    format_timestamp(timestamp.floor() as i64, &mut scratch);
-    scratch.push(b'"');
-    let ts_end = scratch.len();
-    for s in [country, code] {
-        scratch.push(b'"');
-        scratch.extend_from_slice(s.as_bytes());
-        scratch.push(b'"');
+    // The new values, quoted, on the stack: "<timestamp>""<country>""<code>"
+    let mut values = [0u8; 64];
+    let mut len = 0;
+    let mut ends = [0usize; 3];
+    for (slot, text) in [
+        &format_timestamp(timestamp as i64)[..],
+        country.as_bytes(),
+        code.as_bytes(),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        values[len] = b'"';
+        values[len + 1..len + 1 + text.len()].copy_from_slice(text);
+        len += text.len() + 2;
+        values[len - 1] = b'"';
+        ends[slot] = len;
     }
-    let country_end = ts_end + country.len() + 2;
     // latitude and longitude keep their values: rewriting a value with itself changes nothing.
     let keep = |i: usize| fields.spans[i].clone().map_or(&b""[..], |r| &input[r]);
-    let values = [
+    let set = [
         keep(0),
         keep(1),
-        &scratch[..ts_end],
-        &scratch[ts_end..country_end],
-        &scratch[country_end..],
+        &values[..ends[0]],
+        &values[ends[0]..ends[1]],
+        &values[ends[1]..ends[2]],
         status,
     ];
-    json::rewrite(input, &FIELDS, &fields, values, out);
+    json::rewrite(input, &FIELDS, &fields, set, out);
     Ok(())
 }
 
@@ -154,7 +175,9 @@ mod tests {
 
     #[test]
     fn greece_is_accepted() {
-        let out = enrich(r#"{"user_id":"u","latitude":39.0,"longitude":22.0,"timestamp":1700000000}"#).unwrap();
+        let out =
+            enrich(r#"{"user_id":"u","latitude":39.0,"longitude":22.0,"timestamp":1700000000}"#)
+                .unwrap();
         assert_eq!(
             out,
             json!({"user_id":"u","latitude":39.0,"longitude":22.0,"timestamp":"2023-11-14 22:13:20+0000",
@@ -190,7 +213,9 @@ mod tests {
 
     #[test]
     fn existing_output_fields_are_replaced_not_duplicated() {
-        let out = enrich(r#"{"country":"x","latitude":39,"longitude":22,"status":1,"timestamp":86399}"#).unwrap();
+        let out =
+            enrich(r#"{"country":"x","latitude":39,"longitude":22,"status":1,"timestamp":86399}"#)
+                .unwrap();
         assert_eq!(out["country"], "Greece");
         assert_eq!(out["status"], "accepted");
         assert_eq!(out["timestamp"], "1970-01-01 23:59:59+0000");
@@ -198,21 +223,39 @@ mod tests {
     }
 
     #[test]
-    fn dates_before_1970_and_leap_years() {
-        let mut s = Vec::new();
-        format_timestamp(-1, &mut s);
-        assert_eq!(s, b"1969-12-31 23:59:59+0000");
-        s.clear();
-        format_timestamp(1_709_164_800, &mut s);
-        assert_eq!(s, b"2024-02-29 00:00:00+0000");
+    fn dates_before_1970_leap_years_and_the_range() {
+        assert_eq!(&format_timestamp(-1), b"1969-12-31 23:59:59+0000");
+        assert_eq!(
+            &format_timestamp(1_709_164_800),
+            b"2024-02-29 00:00:00+0000"
+        );
+        assert_eq!(
+            &format_timestamp(*TIMESTAMPS.start()),
+            b"0000-01-01 00:00:00+0000"
+        );
+        assert_eq!(
+            &format_timestamp(*TIMESTAMPS.end()),
+            b"9999-12-31 23:59:59+0000"
+        );
+        let err = enrich(r#"{"latitude":1,"longitude":1,"timestamp":253402300800}"#).unwrap_err();
+        assert!(err.contains("out of range"), "{err}");
+        assert!(enrich(r#"{"latitude":1,"longitude":1,"timestamp":-1e300}"#).is_err());
     }
 
     #[test]
     fn bad_records_get_clear_errors() {
-        assert_eq!(enrich(r#"{"latitude":1,"timestamp":1}"#).unwrap_err(), "field `longitude` is missing");
-        assert_eq!(enrich(r#"{"latitude":"x","longitude":1,"timestamp":1}"#).unwrap_err(), "field `latitude` is not a number");
+        assert_eq!(
+            enrich(r#"{"latitude":1,"timestamp":1}"#).unwrap_err(),
+            "field `longitude` is missing"
+        );
+        assert_eq!(
+            enrich(r#"{"latitude":"x","longitude":1,"timestamp":1}"#).unwrap_err(),
+            "field `latitude` is not a number"
+        );
         assert!(enrich("[1,2]").unwrap_err().contains("not a JSON object"));
-        assert!(enrich(r#"{"latitude":1,"longitude":1,"timestamp":1"#).unwrap_err().contains("unterminated"));
+        assert!(enrich(r#"{"latitude":1,"longitude":1,"timestamp":1"#)
+            .unwrap_err()
+            .contains("unterminated"));
         assert!(enrich(r#"{"a":[1}"#).is_err());
         assert!(enrich(r#"{"latitude":1,"longitude":1,"timestamp":1} x"#).is_err());
     }

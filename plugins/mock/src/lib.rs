@@ -111,7 +111,11 @@ pub fn session(rng: &mut Rng, epoch_seconds: i64) -> String {
     let version = (rng.range(1, 5), rng.range(0, 9), rng.range(0, 20));
     let duration = rng.range(1, 600);
     let (clicks, views) = (rng.range(1, 100), rng.range(1, 100));
-    let (lat, lon) = if rng.range(0, 1) == 0 { GREECE } else { *rng.pick(&ELSEWHERE) };
+    let (lat, lon) = if rng.range(0, 1) == 0 {
+        GREECE
+    } else {
+        *rng.pick(&ELSEWHERE)
+    };
     let _ = write!(
         s,
         "\",\"device_type\":\"{device}\",\"operating_system\":\"{os}\",\"app_version\":\"{}.{}.{}\",\
@@ -145,16 +149,25 @@ impl Source for MockSessions {
             // No seed: draw one from the randomness the host grants (WASI random, via std).
             None => {
                 use std::hash::{BuildHasher, Hasher};
-                std::collections::hash_map::RandomState::new().build_hasher().finish()
+                std::collections::hash_map::RandomState::new()
+                    .build_hasher()
+                    .finish()
             }
         };
         let rate = config.parse::<f64>("rate")?;
         if let Some(r) = rate {
             if !(r.is_finite() && r >= 0.0) {
-                return Err(format!("config `rate={r}` must be a number of sessions per second >= 0"));
+                return Err(format!(
+                    "config `rate={r}` must be a number of sessions per second >= 0"
+                ));
             }
         }
-        Ok(MockSessions { rng: Rng::seeded(seed), rate: rate.filter(|r| *r > 0.0), started_ms: None, emitted: 0 })
+        Ok(MockSessions {
+            rng: Rng::seeded(seed),
+            rate: rate.filter(|r| *r > 0.0),
+            started_ms: None,
+            emitted: 0,
+        })
     }
 
     fn next(&mut self, max: u32, now_ms: i64) -> Result<Vec<Message<'static>>, Error> {
@@ -170,7 +183,9 @@ impl Source for MockSessions {
         self.emitted += due;
         let secs = now_ms.div_euclid(1000);
         Ok((0..due)
-            .map(|_| Message::new(session(&mut self.rng, secs).into_bytes()).with_timestamp_ms(now_ms))
+            .map(|_| {
+                Message::new(session(&mut self.rng, secs).into_bytes()).with_timestamp_ms(now_ms)
+            })
             .collect())
     }
 }
@@ -183,7 +198,12 @@ mod tests {
     use serde_json::Value;
 
     fn config(pairs: &[(&str, &str)]) -> Config {
-        Config::new(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        Config::new(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
     }
 
     #[test]
@@ -204,7 +224,10 @@ mod tests {
             assert!((1..=600).contains(&v["session_duration"].as_u64().unwrap()));
             assert!((1..=100).contains(&v["clicks"].as_u64().unwrap()));
             assert!((1..=100).contains(&v["views"].as_u64().unwrap()));
-            let point = (v["latitude"].as_f64().unwrap(), v["longitude"].as_f64().unwrap());
+            let point = (
+                v["latitude"].as_f64().unwrap(),
+                v["longitude"].as_f64().unwrap(),
+            );
             if point == GREECE {
                 greece += 1;
             } else {
@@ -212,7 +235,10 @@ mod tests {
             }
             let events = v["events"].as_array().unwrap();
             assert_eq!(events[0]["event_type"], "login");
-            let times: Vec<i64> = events.iter().map(|e| e["timestamp"].as_i64().unwrap()).collect();
+            let times: Vec<i64> = events
+                .iter()
+                .map(|e| e["timestamp"].as_i64().unwrap())
+                .collect();
             assert!(times.windows(2).all(|w| w[0] <= w[1]));
         }
         assert!((800..1200).contains(&greece), "Greece {greece} of 2000");
@@ -239,7 +265,9 @@ mod tests {
 
     #[test]
     fn bad_config_is_refused_with_its_name() {
-        let err = MockSessions::init(&config(&[("seed", "abc")])).err().unwrap();
+        let err = MockSessions::init(&config(&[("seed", "abc")]))
+            .err()
+            .unwrap();
         assert!(err.contains("seed=abc"), "{err}");
         assert!(MockSessions::init(&config(&[("rate", "-1")])).is_err());
     }

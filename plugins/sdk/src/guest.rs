@@ -32,11 +32,17 @@ where
 
 /// Asks a source for its next messages and returns them as a wire batch.
 pub fn next_batch<S: Source>(source: &mut S, max: u32, now_ms: i64) -> Result<Vec<u8>, String> {
-    let messages = source.next(max, now_ms).map_err(|e| e.message().to_owned())?;
+    let messages = source
+        .next(max, now_ms)
+        .map_err(|e| e.message().to_owned())?;
     if messages.len() > max as usize {
-        return Err(format!("source returned {} messages but at most {max} were asked for", messages.len()));
+        return Err(format!(
+            "source returned {} messages but at most {max} were asked for",
+            messages.len()
+        ));
     }
-    let mut out = Vec::with_capacity(messages.iter().map(|m| m.value.len() + 32).sum::<usize>() + 4);
+    let mut out =
+        Vec::with_capacity(messages.iter().map(|m| m.value.len() + 32).sum::<usize>() + 4);
     let at = wire::begin_count(&mut out);
     for m in &messages {
         m.put_wire(&mut out, true);
@@ -57,7 +63,13 @@ mod tests {
             b"drop" => Ok(vec![]),
             v => {
                 let upper = v.to_ascii_uppercase();
-                Ok(vec![msg.clone(), Message { value: Cow::Owned(upper), ..msg }])
+                Ok(vec![
+                    msg.clone(),
+                    Message {
+                        value: Cow::Owned(upper),
+                        ..msg
+                    },
+                ])
             }
         }
     }
@@ -65,16 +77,30 @@ mod tests {
     #[test]
     fn outcomes_follow_inputs() {
         let inputs = [
-            MessageRef { value: b"ab", key: Some(b"k"), origin: Some("stdin:1"), ..Default::default() },
-            MessageRef { value: b"bad", ..Default::default() },
-            MessageRef { value: b"drop", ..Default::default() },
+            MessageRef {
+                value: b"ab",
+                key: Some(b"k"),
+                origin: Some("stdin:1"),
+                ..Default::default()
+            },
+            MessageRef {
+                value: b"bad",
+                ..Default::default()
+            },
+            MessageRef {
+                value: b"drop",
+                ..Default::default()
+            },
         ];
         let out = process_batch(&wire::encode_batch(&inputs), upper_or_fail).unwrap();
         let mut r = Reader::new(&out);
         assert_eq!(r.count(1).unwrap(), 3);
         assert_eq!(r.outcome().unwrap(), Ok(2));
         let first = r.message().unwrap();
-        assert_eq!((first.value, first.key, first.origin), (&b"ab"[..], Some(&b"k"[..]), None));
+        assert_eq!(
+            (first.value, first.key, first.origin),
+            (&b"ab"[..], Some(&b"k"[..]), None)
+        );
         assert_eq!(r.message().unwrap().value, b"AB");
         assert_eq!(r.outcome().unwrap(), Err("bad value"));
         assert_eq!(r.outcome().unwrap(), Ok(0));
@@ -93,10 +119,12 @@ mod tests {
             Ok(Counter(0))
         }
         fn next(&mut self, max: u32, _now: i64) -> Result<Vec<Message<'static>>, Error> {
-            Ok((0..max).map(|_| {
-                self.0 += 1;
-                Message::new(self.0.to_string().into_bytes())
-            }).collect())
+            Ok((0..max)
+                .map(|_| {
+                    self.0 += 1;
+                    Message::new(self.0.to_string().into_bytes())
+                })
+                .collect())
         }
     }
 
@@ -105,6 +133,9 @@ mod tests {
         let mut c = Counter::init(&crate::Config::default()).unwrap();
         let buf = next_batch(&mut c, 3, 0).unwrap();
         let msgs = wire::decode_batch(&buf).unwrap();
-        assert_eq!(msgs.iter().map(|m| m.value).collect::<Vec<_>>(), [b"1", b"2", b"3"]);
+        assert_eq!(
+            msgs.iter().map(|m| m.value).collect::<Vec<_>>(),
+            [b"1", b"2", b"3"]
+        );
     }
 }

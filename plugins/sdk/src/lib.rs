@@ -39,7 +39,10 @@ pub struct Message<'a> {
 impl<'a> Message<'a> {
     /// A message with this value and nothing else.
     pub fn new(value: impl Into<Cow<'a, [u8]>>) -> Self {
-        Message { value: value.into(), ..Default::default() }
+        Message {
+            value: value.into(),
+            ..Default::default()
+        }
     }
 
     /// The same message with another value: key, headers and timestamp are kept.
@@ -53,7 +56,11 @@ impl<'a> Message<'a> {
         self
     }
 
-    pub fn with_header(mut self, name: impl Into<Cow<'a, str>>, value: impl Into<Cow<'a, [u8]>>) -> Self {
+    pub fn with_header(
+        mut self,
+        name: impl Into<Cow<'a, str>>,
+        value: impl Into<Cow<'a, [u8]>>,
+    ) -> Self {
         self.headers.push((name.into(), value.into()));
         self
     }
@@ -83,14 +90,21 @@ impl<'a> Message<'a> {
 
     /// The first header with this name.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_ref())
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_ref())
     }
 
     fn from_wire(m: wire::MessageRef<'a>) -> Self {
         Message {
             key: m.key.map(Cow::Borrowed),
             value: Cow::Borrowed(m.value),
-            headers: m.headers.into_iter().map(|(n, v)| (Cow::Borrowed(n), Cow::Borrowed(v))).collect(),
+            headers: m
+                .headers
+                .into_iter()
+                .map(|(n, v)| (Cow::Borrowed(n), Cow::Borrowed(v)))
+                .collect(),
             timestamp_ms: m.timestamp_ms,
             output: m.output.map(Cow::Borrowed),
             origin: m.origin,
@@ -184,7 +198,11 @@ impl Config {
 
     /// The last value given for `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Parses `key` if present; the error names the key, the value and the expected type.
@@ -192,7 +210,10 @@ impl Config {
         match self.get(key) {
             None => Ok(None),
             Some(v) => v.parse().map(Some).map_err(|_| {
-                format!("config `{key}={v}` is not a valid {}", std::any::type_name::<T>())
+                format!(
+                    "config `{key}={v}` is not a valid {}",
+                    std::any::type_name::<T>()
+                )
             }),
         }
     }

@@ -22,7 +22,11 @@ pub struct WireError {
 
 impl fmt::Display for WireError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "malformed wire buffer at byte {}: {}", self.offset, self.what)
+        write!(
+            f,
+            "malformed wire buffer at byte {}: {}",
+            self.offset, self.what
+        )
     }
 }
 
@@ -168,7 +172,10 @@ impl<'a> Reader<'a> {
     }
 
     fn err(&self, what: &'static str) -> WireError {
-        WireError { offset: self.pos, what }
+        WireError {
+            offset: self.pos,
+            what,
+        }
     }
 
     fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], WireError> {
@@ -207,18 +214,32 @@ impl<'a> Reader<'a> {
     fn str(&mut self, what: &'static str) -> Result<&'a str, WireError> {
         let at = self.pos;
         let b = self.bytes(what)?;
-        std::str::from_utf8(b).map_err(|_| WireError { offset: at, what: "text field is not UTF-8" })
+        std::str::from_utf8(b).map_err(|_| WireError {
+            offset: at,
+            what: "text field is not UTF-8",
+        })
     }
 
     /// Reads one message.
     pub fn message(&mut self) -> Result<MessageRef<'a>, WireError> {
         let flags = self.u32()?;
         if flags & !KNOWN_FLAGS != 0 {
-            return Err(WireError { offset: self.pos - 4, what: "unknown message flags" });
+            return Err(WireError {
+                offset: self.pos - 4,
+                what: "unknown message flags",
+            });
         }
-        let key = if flags & FLAG_KEY != 0 { Some(self.bytes("truncated key")?) } else { None };
+        let key = if flags & FLAG_KEY != 0 {
+            Some(self.bytes("truncated key")?)
+        } else {
+            None
+        };
         let value = self.bytes("truncated value")?;
-        let timestamp_ms = if flags & FLAG_TIMESTAMP != 0 { Some(self.i64()?) } else { None };
+        let timestamp_ms = if flags & FLAG_TIMESTAMP != 0 {
+            Some(self.i64()?)
+        } else {
+            None
+        };
         let n_headers = self.u32()? as usize;
         let mut headers = Vec::new();
         if n_headers > 0 {
@@ -233,9 +254,24 @@ impl<'a> Reader<'a> {
                 headers.push((name, value));
             }
         }
-        let origin = if flags & FLAG_ORIGIN != 0 { Some(self.str("truncated origin")?) } else { None };
-        let output = if flags & FLAG_OUTPUT != 0 { Some(self.str("truncated output name")?) } else { None };
-        Ok(MessageRef { key, value, headers, timestamp_ms, origin, output })
+        let origin = if flags & FLAG_ORIGIN != 0 {
+            Some(self.str("truncated origin")?)
+        } else {
+            None
+        };
+        let output = if flags & FLAG_OUTPUT != 0 {
+            Some(self.str("truncated output name")?)
+        } else {
+            None
+        };
+        Ok(MessageRef {
+            key,
+            value,
+            headers,
+            timestamp_ms,
+            origin,
+            output,
+        })
     }
 
     /// Reads the head of one outcome: `Ok(n)` outputs follow, or the record's error text.
@@ -243,7 +279,10 @@ impl<'a> Reader<'a> {
         match self.u8()? {
             OUTCOME_OK => Ok(Ok(self.u32()?)),
             OUTCOME_ERR => Ok(Err(self.str("truncated error text")?)),
-            _ => Err(WireError { offset: self.pos - 1, what: "unknown outcome tag" }),
+            _ => Err(WireError {
+                offset: self.pos - 1,
+                what: "unknown outcome tag",
+            }),
         }
     }
 
@@ -264,7 +303,10 @@ impl<'a> Reader<'a> {
     pub fn count(&mut self, min_size: usize) -> Result<u32, WireError> {
         let n = self.u32()?;
         if n as usize > self.remaining() / min_size {
-            return Err(WireError { offset: self.pos - 4, what: "count exceeds the buffer" });
+            return Err(WireError {
+                offset: self.pos - 4,
+                what: "count exceeds the buffer",
+            });
         }
         Ok(n)
     }
@@ -293,7 +335,10 @@ mod tests {
 
     fn sample() -> Vec<MessageRef<'static>> {
         vec![
-            MessageRef { value: b"{}", ..Default::default() },
+            MessageRef {
+                value: b"{}",
+                ..Default::default()
+            },
             MessageRef {
                 key: Some(b"k"),
                 value: b"hello",
@@ -302,7 +347,11 @@ mod tests {
                 origin: Some("stdin:3"),
                 output: Some("alerts"),
             },
-            MessageRef { key: Some(b""), value: b"", ..Default::default() },
+            MessageRef {
+                key: Some(b""),
+                value: b"",
+                ..Default::default()
+            },
         ]
     }
 
@@ -317,7 +366,10 @@ mod tests {
     fn every_truncation_is_an_error_not_a_panic() {
         let buf = encode_batch(&sample());
         for len in 0..buf.len() {
-            assert!(decode_batch(&buf[..len]).is_err(), "prefix of {len} bytes decoded");
+            assert!(
+                decode_batch(&buf[..len]).is_err(),
+                "prefix of {len} bytes decoded"
+            );
         }
     }
 
@@ -325,16 +377,25 @@ mod tests {
     fn trailing_bytes_and_unknown_flags_are_refused() {
         let mut buf = encode_batch(&sample());
         buf.push(0);
-        assert_eq!(decode_batch(&buf).unwrap_err().what, "trailing bytes after the last item");
+        assert_eq!(
+            decode_batch(&buf).unwrap_err().what,
+            "trailing bytes after the last item"
+        );
         let mut buf = encode_batch(&sample()[..1]);
         buf[4] = 0x80;
-        assert_eq!(decode_batch(&buf).unwrap_err().what, "unknown message flags");
+        assert_eq!(
+            decode_batch(&buf).unwrap_err().what,
+            "unknown message flags"
+        );
     }
 
     #[test]
     fn huge_counts_do_not_allocate() {
         let buf = [0xff, 0xff, 0xff, 0xff];
-        assert_eq!(decode_batch(&buf).unwrap_err().what, "count exceeds the buffer");
+        assert_eq!(
+            decode_batch(&buf).unwrap_err().what,
+            "count exceeds the buffer"
+        );
     }
 
     #[test]

@@ -14,9 +14,15 @@ use sluice_sdk::{log, Config, Error, Level, Message};
 
 pub fn process(msg: Message<'_>) -> Result<Vec<Message<'_>>, Error> {
     let v: &[u8] = &msg.value;
-    let v = v.strip_prefix(b"\"").and_then(|v| v.strip_suffix(b"\"")).unwrap_or(v);
+    let v = v
+        .strip_prefix(b"\"")
+        .and_then(|v| v.strip_suffix(b"\""))
+        .unwrap_or(v);
     if v.starts_with(b"FAIL") {
-        return Err(Error::new(format!("testkit refused {}", String::from_utf8_lossy(v))));
+        return Err(Error::new(format!(
+            "testkit refused {}",
+            String::from_utf8_lossy(v)
+        )));
     }
     match v {
         b"TRAP" => panic!("testkit was asked to trap"),

@@ -19,7 +19,11 @@ pub struct Pacer {
 impl Pacer {
     /// `rate` records per second; 0 means no limit.
     pub fn new(rate: f64, now: Instant) -> Self {
-        Pacer { rate, tokens: 0.0, last: now }
+        Pacer {
+            rate,
+            tokens: 0.0,
+            last: now,
+        }
     }
 
     /// How many records may go now (at most `max`), or how long to wait before asking again.
@@ -59,7 +63,11 @@ const IDLE_WAIT: Duration = Duration::from_millis(10);
 
 impl PluginSource {
     pub fn new(instance: SourceInstance, rate: f64) -> Self {
-        PluginSource { instance, pacer: Pacer::new(rate, Instant::now()), seq: 0 }
+        PluginSource {
+            instance,
+            pacer: Pacer::new(rate, Instant::now()),
+            seq: 0,
+        }
     }
 
     async fn fill(&mut self, max: usize) -> Result<Option<SourceBatch>> {
@@ -72,7 +80,9 @@ impl PluginSource {
                     continue;
                 }
             };
-            let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+            let now_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
             let mut records = tokio::task::block_in_place(|| self.instance.next(n, now_ms))?;
             self.pacer.refund(n - records.len() as u32);
             if records.is_empty() {
@@ -86,7 +96,10 @@ impl PluginSource {
                     r.origin = Some(Arc::from(format!("{name}#{}", self.seq)));
                 }
             }
-            return Ok(Some(SourceBatch { records, error: None }));
+            return Ok(Some(SourceBatch {
+                records,
+                error: None,
+            }));
         }
     }
 }
@@ -114,7 +127,10 @@ mod tests {
                 granted += n;
             }
         }
-        assert!((990..=1000).contains(&granted), "granted {granted} in one simulated second");
+        assert!(
+            (990..=1000).contains(&granted),
+            "granted {granted} in one simulated second"
+        );
     }
 
     #[test]
@@ -123,7 +139,10 @@ mod tests {
         let mut p = Pacer::new(333.0, t0);
         let wait = p.grant(t0, 256).unwrap_err();
         // ~10 ms worth of records per batch: 3.33 records at 333/s.
-        assert!(wait > Duration::ZERO && wait <= Duration::from_millis(11), "{wait:?}");
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_millis(11),
+            "{wait:?}"
+        );
         let n = p.grant(t0 + Duration::from_secs(60), 256).unwrap();
         assert!(n <= 34, "burst of {n} after a stall");
         assert_eq!(Pacer::new(0.0, t0).grant(t0, 77), Ok(77));

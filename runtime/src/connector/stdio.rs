@@ -30,7 +30,13 @@ impl LineSource<tokio::io::Stdin> {
 
 impl<R: AsyncRead + Unpin + Send> LineSource<R> {
     pub fn new(name: &'static str, reader: R) -> Self {
-        LineSource { name, reader, buf: BytesMut::new(), line: 0, eof: false }
+        LineSource {
+            name,
+            reader,
+            buf: BytesMut::new(),
+            line: 0,
+            eof: false,
+        }
     }
 
     /// Takes the next complete line (or, at EOF, the unterminated rest) off the buffer.
@@ -62,14 +68,20 @@ impl<R: AsyncRead + Unpin + Send> LineSource<R> {
                 batch.records.push(record);
             }
             // Hand over what we have rather than wait for a full batch.
-            if batch.records.len() == max || (!batch.records.is_empty() && !self.buf.contains(&b'\n')) {
+            if batch.records.len() == max
+                || (!batch.records.is_empty() && !self.buf.contains(&b'\n'))
+            {
                 return Ok(Some(batch));
             }
             if self.eof {
                 return Ok((!batch.records.is_empty()).then_some(batch));
             }
             self.buf.reserve(READ_CHUNK);
-            let n = self.reader.read_buf(&mut self.buf).await.with_context(|| format!("reading {}", self.name))?;
+            let n = self
+                .reader
+                .read_buf(&mut self.buf)
+                .await
+                .with_context(|| format!("reading {}", self.name))?;
             self.eof = n == 0;
         }
     }
@@ -88,7 +100,9 @@ pub struct StdoutSink {
 
 impl StdoutSink {
     pub fn new() -> Self {
-        StdoutSink { buf: Vec::with_capacity(READ_CHUNK) }
+        StdoutSink {
+            buf: Vec::with_capacity(READ_CHUNK),
+        }
     }
 
     fn write_sync(&mut self, records: &[Record]) -> Result<Vec<Rejected>> {
@@ -140,9 +154,17 @@ mod tests {
     async fn lines_become_records_with_positions() {
         let batches = read_all(b"{\"a\":1}\r\n\n  {\"a\":2}\n{\"a\":3}", 2).await;
         let all: Vec<_> = batches.iter().flat_map(|b| &b.records).collect();
-        assert_eq!(all.iter().map(|r| &r.value[..]).collect::<Vec<_>>(), [&b"{\"a\":1}"[..], b"{\"a\":2}", b"{\"a\":3}"]);
-        assert_eq!(all.iter().map(|r| r.position()).collect::<Vec<_>>(), ["test:1", "test:3", "test:4"]);
-        assert!(batches.iter().all(|b| b.records.len() <= 2 && b.error.is_none()));
+        assert_eq!(
+            all.iter().map(|r| &r.value[..]).collect::<Vec<_>>(),
+            [&b"{\"a\":1}"[..], b"{\"a\":2}", b"{\"a\":3}"]
+        );
+        assert_eq!(
+            all.iter().map(|r| r.position()).collect::<Vec<_>>(),
+            ["test:1", "test:3", "test:4"]
+        );
+        assert!(batches
+            .iter()
+            .all(|b| b.records.len() <= 2 && b.error.is_none()));
     }
 
     #[tokio::test]

@@ -4,7 +4,9 @@ use serde::de::IgnoredAny;
 
 /// Checks that `line` holds exactly one JSON value.
 pub fn validate(line: &[u8]) -> Result<(), String> {
-    serde_json::from_slice::<IgnoredAny>(line).map(drop).map_err(|e| format!("invalid JSON: {e}"))
+    serde_json::from_slice::<IgnoredAny>(line)
+        .map(drop)
+        .map_err(|e| format!("invalid JSON: {e}"))
 }
 
 /// Appends `value` to `out` as one line. A value that spans lines is re-written compactly if it
@@ -45,6 +47,8 @@ mod tests {
         write_line(b"{\n  \"a\": 1\n}", &mut out).unwrap();
         write_line(br#"{"b":2}"#, &mut out).unwrap();
         assert_eq!(out, b"{\"a\":1}\n{\"b\":2}\n");
-        assert!(write_line(b"not\njson", &mut out).unwrap_err().contains("cannot be written as a JSON line"));
+        assert!(write_line(b"not\njson", &mut out)
+            .unwrap_err()
+            .contains("cannot be written as a JSON line"));
     }
 }

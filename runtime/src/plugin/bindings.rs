@@ -40,8 +40,16 @@ impl HostState {
         let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
         // Deny by default: no preopened directories, no environment, no arguments, no network.
         // Clocks and random come with WASI; the plugin is handed the time through `now-ms`.
-        let wasi = wasmtime_wasi::WasiCtxBuilder::new().stderr(stderr.clone()).build();
-        HostState { plugin, limits, stderr, wasi, table: ResourceTable::new() }
+        let wasi = wasmtime_wasi::WasiCtxBuilder::new()
+            .stderr(stderr.clone())
+            .build();
+        HostState {
+            plugin,
+            limits,
+            stderr,
+            wasi,
+            table: ResourceTable::new(),
+        }
     }
 
     /// What the plugin last said on stderr: its panic message if it panicked (Rust prints
@@ -50,10 +58,16 @@ impl HostState {
     pub fn last_stderr_line(&self) -> Option<String> {
         let bytes = self.stderr.contents();
         let text = String::from_utf8_lossy(&bytes);
-        let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
         match lines.iter().rposition(|l| l.contains("panicked at")) {
             Some(i) => {
-                let at = lines[i].split_once("panicked at ").map_or(lines[i], |(_, at)| at.trim_end_matches(':'));
+                let at = lines[i]
+                    .split_once("panicked at ")
+                    .map_or(lines[i], |(_, at)| at.trim_end_matches(':'));
                 match lines.get(i + 1).filter(|l| !l.starts_with("note:")) {
                     Some(message) => Some(format!("panicked at {at}: {message}")),
                     None => Some(format!("panicked at {at}")),
@@ -66,7 +80,10 @@ impl HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 

@@ -18,13 +18,20 @@ impl ArtifactCache {
     pub fn new(dir: PathBuf, engine: &Engine) -> Self {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
-        ArtifactCache { dir, engine_key: format!("{:016x}", h.finish()) }
+        ArtifactCache {
+            dir,
+            engine_key: format!("{:016x}", h.finish()),
+        }
     }
 
     /// The default location: `$SLUICE_CACHE_DIR`, else `$XDG_CACHE_HOME/sluice`, else
     /// `~/.cache/sluice`, else a folder in the temp dir.
     pub fn default_dir() -> PathBuf {
-        let env = |k| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let env = |k| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
         env("SLUICE_CACHE_DIR")
             .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("sluice")))
             .or_else(|| env("HOME").map(|d| d.join(".cache/sluice")))
@@ -44,7 +51,9 @@ impl ArtifactCache {
             // checks the header again. A file that fails to load is compiled anew.
             match unsafe { Component::deserialize_file(engine, &path) } {
                 Ok(c) => return Ok(c),
-                Err(e) => tracing::warn!(path = %path.display(), "ignoring unusable cached artifact: {e:#}"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "ignoring unusable cached artifact: {e:#}")
+                }
             }
         }
         let started = std::time::Instant::now();

@@ -24,7 +24,10 @@ pub enum BatchError {
     Failed { plugin: Arc<str>, message: String },
     /// The plugin returned a buffer that is not in the wire form.
     #[error("plugin {plugin} returned a malformed result: {error}")]
-    Malformed { plugin: Arc<str>, error: wire::WireError },
+    Malformed {
+        plugin: Arc<str>,
+        error: wire::WireError,
+    },
     /// A fresh instance could not be made after a trap.
     #[error("plugin {plugin} cannot be restarted: {message}")]
     Restart { plugin: Arc<str>, message: String },
@@ -38,14 +41,26 @@ pub struct Processed {
     pub outcomes: Vec<Result<u32, String>>,
 }
 
-fn instantiate<B>(plugin: &Plugin, make: impl FnOnce(&mut Store<HostState>, &Pre) -> wasmtime::Result<B>, init: impl FnOnce(&B, &mut Store<HostState>) -> wasmtime::Result<Result<(), String>>) -> Result<(Store<HostState>, B)> {
+fn instantiate<B>(
+    plugin: &Plugin,
+    make: impl FnOnce(&mut Store<HostState>, &Pre) -> wasmtime::Result<B>,
+    init: impl FnOnce(&B, &mut Store<HostState>) -> wasmtime::Result<Result<(), String>>,
+) -> Result<(Store<HostState>, B)> {
     let mut store = plugin.new_store();
     store.set_epoch_deadline(plugin.limits.deadline_ticks());
-    let bindings = make(&mut store, &plugin.pre).map_err(|e| anyhow!("cannot instantiate plugin {}: {e:#}", plugin.name))?;
+    let bindings = make(&mut store, &plugin.pre)
+        .map_err(|e| anyhow!("cannot instantiate plugin {}: {e:#}", plugin.name))?;
     match init(&bindings, &mut store) {
         Ok(Ok(())) => Ok((store, bindings)),
-        Ok(Err(msg)) => Err(anyhow!("plugin {} refused its config in `init`: {msg}", plugin.name)),
-        Err(trap) => Err(anyhow!("plugin {} {} in `init`", plugin.name, describe_trap(plugin, &store, &trap))),
+        Ok(Err(msg)) => Err(anyhow!(
+            "plugin {} refused its config in `init`: {msg}",
+            plugin.name
+        )),
+        Err(trap) => Err(anyhow!(
+            "plugin {} {} in `init`",
+            plugin.name,
+            describe_trap(plugin, &store, &trap)
+        )),
     }
 }
 
@@ -64,7 +79,9 @@ fn describe_trap(plugin: &Plugin, store: &Store<HostState>, error: &wasmtime::Er
             plugin.limits.memory_bytes >> 20
         );
     }
-    let trap = error.downcast_ref::<Trap>().map_or_else(|| error.root_cause().to_string(), |t| t.to_string());
+    let trap = error
+        .downcast_ref::<Trap>()
+        .map_or_else(|| error.root_cause().to_string(), |t| t.to_string());
     match store.data().last_stderr_line() {
         Some(line) => format!("trapped ({trap}): {line}"),
         None => format!("trapped ({trap})"),
@@ -82,7 +99,11 @@ impl TransformInstance {
     /// Instantiates the plugin and runs its `init`; errors name the plugin.
     pub fn new(plugin: Arc<Plugin>) -> Result<Self> {
         let live = Some(Self::instantiate(&plugin)?);
-        Ok(TransformInstance { plugin, live, input: Vec::new() })
+        Ok(TransformInstance {
+            plugin,
+            live,
+            input: Vec::new(),
+        })
     }
 
     fn instantiate(plugin: &Plugin) -> Result<(Store<HostState>, Transform)> {
@@ -104,8 +125,10 @@ impl TransformInstance {
     pub fn process(&mut self, records: &[Record]) -> Result<Processed, BatchError> {
         let name = &self.plugin.name;
         if self.live.is_none() {
-            let fresh = Self::instantiate(&self.plugin)
-                .map_err(|e| BatchError::Restart { plugin: name.clone(), message: format!("{e:#}") })?;
+            let fresh = Self::instantiate(&self.plugin).map_err(|e| BatchError::Restart {
+                plugin: name.clone(),
+                message: format!("{e:#}"),
+            })?;
             self.live = Some(fresh);
         }
         let (store, bindings) = self.live.as_mut().expect("instantiated above");
@@ -119,13 +142,23 @@ impl TransformInstance {
 
         store.set_epoch_deadline(self.plugin.limits.deadline_ticks());
         match bindings.call_process(&mut *store, &self.input) {
-            Ok(Ok(out)) => decode_outcomes(Bytes::from(out), records)
-                .map_err(|error| BatchError::Malformed { plugin: name.clone(), error }),
-            Ok(Err(message)) => Err(BatchError::Failed { plugin: name.clone(), message }),
+            Ok(Ok(out)) => {
+                decode_outcomes(Bytes::from(out), records).map_err(|error| BatchError::Malformed {
+                    plugin: name.clone(),
+                    error,
+                })
+            }
+            Ok(Err(message)) => Err(BatchError::Failed {
+                plugin: name.clone(),
+                message,
+            }),
             Err(trap) => {
                 let message = describe_trap(&self.plugin, store, &trap);
                 self.live = None;
-                Err(BatchError::Trap { plugin: name.clone(), message })
+                Err(BatchError::Trap {
+                    plugin: name.clone(),
+                    message,
+                })
             }
         }
     }
@@ -150,7 +183,11 @@ fn to_record(buf: &Bytes, m: &wire::MessageRef<'_>) -> Record {
     Record {
         key: m.key.map(|k| buf.slice_ref(k)),
         value: buf.slice_ref(m.value),
-        headers: m.headers.iter().map(|(n, v)| ((*n).to_owned(), buf.slice_ref(v))).collect(),
+        headers: m
+            .headers
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), buf.slice_ref(v)))
+            .collect(),
         timestamp_ms: m.timestamp_ms,
         origin: None,
         output: m.output.map(str::to_owned),
@@ -161,9 +198,15 @@ fn decode_outcomes(buf: Bytes, inputs: &[Record]) -> Result<Processed, wire::Wir
     let mut r = wire::Reader::new(&buf);
     let n = r.count(wire::MIN_OUTCOME_SIZE)? as usize;
     if n != inputs.len() {
-        return Err(wire::WireError { offset: 0, what: "outcome count differs from the number of inputs" });
+        return Err(wire::WireError {
+            offset: 0,
+            what: "outcome count differs from the number of inputs",
+        });
     }
-    let mut processed = Processed { outputs: Vec::with_capacity(n), outcomes: Vec::with_capacity(n) };
+    let mut processed = Processed {
+        outputs: Vec::with_capacity(n),
+        outcomes: Vec::with_capacity(n),
+    };
     for input in inputs {
         match r.outcome()? {
             Ok(count) => {
@@ -212,16 +255,28 @@ impl SourceInstance {
     pub fn next(&mut self, max: u32, now_ms: i64) -> Result<Vec<Record>, BatchError> {
         let name = &self.plugin.name;
         let Some((store, bindings)) = self.live.as_mut() else {
-            return Err(BatchError::Restart { plugin: name.clone(), message: "it trapped earlier".into() });
+            return Err(BatchError::Restart {
+                plugin: name.clone(),
+                message: "it trapped earlier".into(),
+            });
         };
         store.set_epoch_deadline(self.plugin.limits.deadline_ticks());
         match bindings.call_next(&mut *store, max, now_ms) {
             Ok(Ok(out)) => {
                 let buf = Bytes::from(out);
-                let messages = wire::decode_batch(&buf).map_err(|error| BatchError::Malformed { plugin: name.clone(), error })?;
+                let messages = wire::decode_batch(&buf).map_err(|error| BatchError::Malformed {
+                    plugin: name.clone(),
+                    error,
+                })?;
                 if messages.len() > max as usize {
-                    let error = wire::WireError { offset: 0, what: "more messages than asked for" };
-                    return Err(BatchError::Malformed { plugin: name.clone(), error });
+                    let error = wire::WireError {
+                        offset: 0,
+                        what: "more messages than asked for",
+                    };
+                    return Err(BatchError::Malformed {
+                        plugin: name.clone(),
+                        error,
+                    });
                 }
                 Ok(messages
                     .iter()
@@ -232,11 +287,17 @@ impl SourceInstance {
                     })
                     .collect())
             }
-            Ok(Err(message)) => Err(BatchError::Failed { plugin: name.clone(), message }),
+            Ok(Err(message)) => Err(BatchError::Failed {
+                plugin: name.clone(),
+                message,
+            }),
             Err(trap) => {
                 let message = describe_trap(&self.plugin, store, &trap);
                 self.live = None;
-                Err(BatchError::Trap { plugin: name.clone(), message })
+                Err(BatchError::Trap {
+                    plugin: name.clone(),
+                    message,
+                })
             }
         }
     }

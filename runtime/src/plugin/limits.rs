@@ -17,7 +17,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { memory_bytes: 128 << 20, batch_deadline: Duration::from_secs(2) }
+        Limits {
+            memory_bytes: 128 << 20,
+            batch_deadline: Duration::from_secs(2),
+        }
     }
 }
 
@@ -25,7 +28,10 @@ impl Limits {
     /// The store limiter: growing past the cap traps (with a message saying so) instead of
     /// handing the guest a failed allocation it may not check.
     pub fn store_limits(&self) -> StoreLimits {
-        StoreLimitsBuilder::new().memory_size(self.memory_bytes).trap_on_grow_failure(true).build()
+        StoreLimitsBuilder::new()
+            .memory_size(self.memory_bytes)
+            .trap_on_grow_failure(true)
+            .build()
     }
 
     /// The batch deadline in epoch ticks.

@@ -70,7 +70,8 @@ impl PluginEngine {
             .max_tables_per_component(16)
             .max_core_instances_per_component(16);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&config).map_err(|e| anyhow!("cannot start the WebAssembly engine: {e}"))?;
+        let engine = Engine::new(&config)
+            .map_err(|e| anyhow!("cannot start the WebAssembly engine: {e}"))?;
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
@@ -89,7 +90,12 @@ impl PluginEngine {
             .context("starting the epoch thread")?;
 
         let cache = ArtifactCache::new(cache_dir, &engine);
-        Ok(PluginEngine { engine, linker, cache, ticker_stop })
+        Ok(PluginEngine {
+            engine,
+            linker,
+            cache,
+            ticker_stop,
+        })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -108,15 +114,27 @@ impl PluginEngine {
         })?;
         check_header(path, &wasm)?;
         let sha256 = hex(&Sha256::digest(&wasm));
-        let component = self
-            .cache
-            .load(&self.engine, &sha256, &wasm)
-            .map_err(|e| anyhow!("{} is not a valid WebAssembly component: {e:#}", path.display()))?;
-        Ok(Compiled { path: path.to_owned(), size: wasm.len() as u64, sha256, component })
+        let component = self.cache.load(&self.engine, &sha256, &wasm).map_err(|e| {
+            anyhow!(
+                "{} is not a valid WebAssembly component: {e:#}",
+                path.display()
+            )
+        })?;
+        Ok(Compiled {
+            path: path.to_owned(),
+            size: wasm.len() as u64,
+            sha256,
+            component,
+        })
     }
 
     /// Compiles a plugin, checks it against the contract and prepares it for instantiation.
-    pub fn load(self: &Arc<Self>, path: &Path, config: Vec<(String, String)>, limits: Limits) -> Result<Arc<Plugin>> {
+    pub fn load(
+        self: &Arc<Self>,
+        path: &Path,
+        config: Vec<(String, String)>,
+        limits: Limits,
+    ) -> Result<Arc<Plugin>> {
         let compiled = self.compile(path)?;
         let world = compiled.world(&self.engine)?;
         let display = compiled.path.display();
@@ -130,11 +148,25 @@ impl PluginEngine {
             anyhow!("{display} does not match the `{world}` world of {CONTRACT}: {e:#}; rebuild it against wit/plugin.wit")
         };
         let pre = match world {
-            World::Transform => Pre::Transform(bindings::transform::TransformPre::new(pre).map_err(wrong_shape)?),
-            World::Source => Pre::Source(bindings::source::SourcePre::new(pre).map_err(wrong_shape)?),
+            World::Transform => {
+                Pre::Transform(bindings::transform::TransformPre::new(pre).map_err(wrong_shape)?)
+            }
+            World::Source => {
+                Pre::Source(bindings::source::SourcePre::new(pre).map_err(wrong_shape)?)
+            }
         };
-        let name = path.file_name().map_or_else(|| display.to_string(), |n| n.to_string_lossy().into_owned());
-        Ok(Arc::new(Plugin { name: name.into(), world, compiled, pre, config, limits, engine: self.clone() }))
+        let name = path
+            .file_name()
+            .map_or_else(|| display.to_string(), |n| n.to_string_lossy().into_owned());
+        Ok(Arc::new(Plugin {
+            name: name.into(),
+            world,
+            compiled,
+            pre,
+            config,
+            limits,
+            engine: self.clone(),
+        }))
     }
 }
 
@@ -183,7 +215,10 @@ impl Compiled {
         let describe = |(name, item): (&str, wasmtime::component::types::ComponentExtern<'_>)| {
             let kind = match item.ty {
                 ComponentItem::ComponentFunc(f) => {
-                    let params: Vec<String> = f.params().map(|(n, t)| format!("{n}: {}", type_name(&t))).collect();
+                    let params: Vec<String> = f
+                        .params()
+                        .map(|(n, t)| format!("{n}: {}", type_name(&t)))
+                        .collect();
                     let results: Vec<String> = f.results().map(|t| type_name(&t)).collect();
                     match results.as_slice() {
                         [] => format!("func({})", params.join(", ")),
@@ -208,7 +243,12 @@ impl Compiled {
 
     /// Which world of the contract the component exports.
     pub fn world(&self, engine: &Engine) -> Result<World> {
-        let exports: Vec<String> = self.component.component_type().exports(engine).map(|(n, _)| n.to_string()).collect();
+        let exports: Vec<String> = self
+            .component
+            .component_type()
+            .exports(engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
         let has = |n: &str| exports.iter().any(|e| e == n);
         match (has("init"), has("process"), has("next")) {
             (true, true, false) => Ok(World::Transform),
@@ -233,7 +273,13 @@ fn type_name(t: &wasmtime::component::Type) -> String {
             r.ok().map_or("_".into(), |t| type_name(&t)),
             r.err().map_or("_".into(), |t| type_name(&t))
         ),
-        Type::Tuple(tu) => format!("tuple<{}>", tu.types().map(|t| type_name(&t)).collect::<Vec<_>>().join(", ")),
+        Type::Tuple(tu) => format!(
+            "tuple<{}>",
+            tu.types()
+                .map(|t| type_name(&t))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         other => format!("{other:?}").to_lowercase(),
     }
 }
@@ -256,7 +302,10 @@ pub struct Plugin {
 
 impl Plugin {
     fn new_store(&self) -> wasmtime::Store<HostState> {
-        let mut store = wasmtime::Store::new(&self.engine.engine, HostState::new(self.name.clone(), self.limits.store_limits()));
+        let mut store = wasmtime::Store::new(
+            &self.engine.engine,
+            HostState::new(self.name.clone(), self.limits.store_limits()),
+        );
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();
         store

@@ -25,12 +25,18 @@ pub fn component_plugin(name: &str) -> PathBuf {
 
 fn built(rel: &str) -> PathBuf {
     let path = target_dir().join(rel);
-    assert!(path.exists(), "{} is missing: run scripts/build-plugins.sh first (scripts/test.sh does)", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/build-plugins.sh first (scripts/test.sh does)",
+        path.display()
+    );
     path
 }
 
 pub fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
 }
 
 /// The runtime command, with a private artifact cache per test binary.
@@ -71,9 +77,14 @@ pub fn stderr(out: &Output) -> String {
 /// The `error: ...` line on stderr.
 pub fn error_line(out: &Output) -> String {
     let err = stderr(out);
-    err.lines().find(|l| l.starts_with("error: ")).unwrap_or_else(|| panic!("no error line in:\n{err}")).to_owned()
+    err.lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line in:\n{err}"))
+        .to_owned()
 }
 
 pub fn json_lines(s: &str) -> Vec<serde_json::Value> {
-    s.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}"))).collect()
+    s.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
 }

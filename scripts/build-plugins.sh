@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Builds the plugins both ways a plugin author can: the wasm32-wasip2 target and cargo-component.
+# Installs what that needs (wasm targets, cargo-component 0.21.1) only when it is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PLUGINS=(-p mock -p enrich -p identity -p testkit)
+CARGO_COMPONENT_VERSION=0.21.1
+
+installed_targets=$(rustup target list --installed)
+for target in wasm32-wasip2 wasm32-wasip1; do
+  grep -qx "$target" <<<"$installed_targets" || rustup target add "$target"
+done
+
+if ! cargo component --version 2>/dev/null | grep -q "cargo-component $CARGO_COMPONENT_VERSION"; then
+  echo "installing cargo-component $CARGO_COMPONENT_VERSION (about 11 CPU-minutes, once)" >&2
+  cargo install --locked cargo-component --version "$CARGO_COMPONENT_VERSION"
+fi
+
+# -> target/wasm32-wasip2/release/{mock,enrich,identity,testkit,not-a-plugin}.wasm
+cargo build --release --target wasm32-wasip2 "${PLUGINS[@]}"
+# -> target/wasm32-wasip1/release/{mock,enrich,testkit}.wasm (componentized with the WASI adapter)
+cargo component build --release "${PLUGINS[@]}"
