@@ -9,10 +9,19 @@ use crate::plugin::Limits;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
-    /// A plugin (.wasm component). The first may be a source (e.g. mock.wasm); without one,
-    /// JSON lines are read from stdin. Repeat to chain transforms in order.
-    #[arg(long = "plugin", value_name = "FILE", required = true)]
+    /// A plugin (.wasm component). The first may be a source (e.g. mock.wasm) instead of
+    /// --source. Repeat to chain transforms in order.
+    #[arg(long = "plugin", value_name = "FILE")]
     pub plugins: Vec<PathBuf>,
+
+    /// Where records come from: `stdin` (JSON lines) or kafka://HOST:PORT/TOPIC?group=GROUP.
+    /// Default: stdin, unless the first plugin is a source.
+    #[arg(long, value_name = "URI")]
+    pub source: Option<String>,
+
+    /// Where records go: `stdout` (JSON lines) or kafka://HOST:PORT/TOPIC.
+    #[arg(long, value_name = "URI", default_value = "stdout")]
+    pub sink: String,
 
     /// A `key=value` pair handed to every plugin's `init`. Repeatable.
     #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
@@ -33,6 +42,11 @@ pub struct RunArgs {
     /// What to do with a record that fails: stop (`fail`) or report it and go on (`skip`).
     #[arg(long, value_enum, default_value_t = ErrorPolicy::Fail)]
     pub on_error: ErrorPolicy,
+
+    /// Parallel workers, each with its own plugin instances; Kafka partitions are spread over
+    /// them (default: one per core).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub workers: Option<u32>,
 
     /// Memory cap per plugin instance, in MiB.
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=4096))]

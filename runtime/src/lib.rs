@@ -15,53 +15,46 @@ use anyhow::{bail, Result};
 use tokio::sync::watch;
 
 use config::RunArgs;
-use connector::{generator::PluginSource, stdio, Source};
+use connector::{generator::PluginSource, Source};
 use pipeline::{Pipeline, Stats};
-use plugin::{ArtifactCache, PluginEngine, SourceInstance, TransformInstance, World};
+use plugin::{ArtifactCache, PluginEngine, SourceInstance, World};
 
 /// Loads the plugins, wires source -> chain -> sink and runs until the input ends, `--count`
 /// is reached or SIGINT/SIGTERM arrives.
 pub async fn run(args: RunArgs) -> Result<Stats> {
-    let engine = Arc::new(PluginEngine::new(
-        args.cache_dir
-            .clone()
-            .unwrap_or_else(ArtifactCache::default_dir),
-    )?);
+    let engine = Arc::new(PluginEngine::new(args.cache_dir.clone().unwrap_or_else(ArtifactCache::default_dir))?);
     let mut source: Option<Box<dyn Source>> = None;
-    let mut transforms = Vec::new();
+    let mut plugins = Vec::new();
     for (i, path) in args.plugins.iter().enumerate() {
         let plugin = engine.load(path, args.config.clone(), args.limits())?;
         tracing::info!(plugin = %plugin.name, world = %plugin.world, sha256 = %plugin.compiled.sha256, "loaded");
         match plugin.world {
-            World::Source if i == 0 => {
-                source = Some(Box::new(PluginSource::new(
-                    SourceInstance::new(plugin)?,
-                    args.rate,
-                )));
+            World::Source if i == 0 && args.source.is_none() => {
+                source = Some(Box::new(PluginSource::new(SourceInstance::new(plugin)?, args.rate)));
             }
+            World::Source if i == 0 => bail!(
+                "{} is a source plugin and --source {} is given too: use one of them",
+                path.display(),
+                args.source.as_deref().unwrap_or_default()
+            ),
             World::Source => bail!(
                 "{} implements the `source` world, but only the first --plugin may be a source; \
                  put it first, or use a transform here",
                 path.display()
             ),
-            World::Transform => transforms.push(TransformInstance::new(plugin)?),
+            World::Transform => plugins.push(plugin),
         }
     }
-    let pipeline = Pipeline {
-        source: source.unwrap_or_else(|| Box::new(stdio::LineSource::stdin())),
-        transforms,
-        sink: Box::new(stdio::StdoutSink::new()),
-        policy: args.on_error,
-        batch_size: args.batch_size as usize,
-        count: args.count,
+    let batch_size = args.batch_size as usize;
+    let source = match source {
+        Some(source) => source,
+        None => connector::open_source(args.source.as_deref().unwrap_or("stdin"), batch_size).await?,
     };
+    let sink = connector::open_sink(&args.sink).await?;
+    let workers = args.workers.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |n| n as usize);
+    let pipeline = Pipeline { source, plugins, sink, policy: args.on_error, batch_size, count: args.count, workers };
     let stats = pipeline.run(shutdown_signal()?).await?;
-    tracing::info!(
-        records_in = stats.records_in,
-        records_out = stats.records_out,
-        records_failed = stats.records_failed,
-        "done"
-    );
+    tracing::info!(records_in = stats.records_in, records_out = stats.records_out, records_failed = stats.records_failed, "done");
     Ok(stats)
 }
 

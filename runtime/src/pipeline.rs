@@ -1,10 +1,13 @@
 //! source -> batch -> plugin chain -> sink, with the error policy applied per record.
 
-use anyhow::{anyhow, Result};
-use tokio::sync::watch;
+use std::sync::Arc;
 
-use crate::connector::{Sink, SinkClosed, Source};
-use crate::plugin::{BatchError, TransformInstance};
+use anyhow::{anyhow, Result};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::connector::{Ack, BoxFuture, Sink, SinkClosed, Source, SourceBatch};
+use crate::plugin::{BatchError, Plugin, TransformInstance};
 use crate::record::Record;
 
 /// What happens to a record that fails (bad input, a plugin error or trap, unwritable output).
@@ -40,28 +43,55 @@ pub struct Stats {
     pub records_failed: u64,
 }
 
+impl std::ops::AddAssign for Stats {
+    fn add_assign(&mut self, o: Stats) {
+        self.records_in += o.records_in;
+        self.records_out += o.records_out;
+        self.records_failed += o.records_failed;
+    }
+}
+
 pub struct Pipeline {
     pub source: Box<dyn Source>,
-    pub transforms: Vec<TransformInstance>,
+    /// The transform chain; every worker gets its own instances (its own Stores).
+    pub plugins: Vec<Arc<Plugin>>,
     pub sink: Box<dyn Sink>,
     pub policy: ErrorPolicy,
     pub batch_size: usize,
     /// Stop after this many source records.
     pub count: Option<u64>,
+    /// At most this many workers; lanes (Kafka partitions) are spread over them, each lane
+    /// always on the same worker so its order is kept.
+    pub workers: usize,
+}
+
+/// Batches queued per worker, and batches awaiting sink acknowledgement per worker: bounded, so
+/// memory stays bounded when the sink is slower than the source.
+const WORKER_QUEUE: usize = 4;
+const ACK_QUEUE: usize = 64;
+
+struct Worker {
+    batches: mpsc::Sender<SourceBatch>,
+    done: JoinHandle<Result<Stats>>,
 }
 
 impl Pipeline {
-    /// Runs until the source ends, `count` records were read, the sink's reader goes away, or
-    /// `shutdown` turns true (the batch in flight is finished first).
+    /// Runs until the source ends, `count` records were read, the sink's reader goes away, a
+    /// record fails under `fail`, or `shutdown` turns true. Batches already read are finished,
+    /// their outputs made durable and their source positions acknowledged before it returns.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<Stats> {
-        let mut stats = Stats::default();
+        let workers = self.workers.max(1);
+        let mut pool: Vec<Option<Worker>> = (0..workers).map(|_| None).collect();
+        // The first worker starts now, so a plugin whose `init` fails stops the run at once.
+        pool[0] = Some(self.start_worker()?);
+        let mut records_in = 0u64;
         loop {
             if *shutdown.borrow() {
-                tracing::info!("shutdown requested: in-flight records written, stopping");
+                tracing::info!("shutdown requested: finishing the batches in flight");
                 break;
             }
             let max = match self.count {
-                Some(count) => (count - stats.records_in).min(self.batch_size as u64) as usize,
+                Some(count) => (count - records_in).min(self.batch_size as u64) as usize,
                 None => self.batch_size,
             };
             if max == 0 {
@@ -73,45 +103,92 @@ impl Pipeline {
                 batch = self.source.next_batch(max) => batch?,
             };
             let Some(batch) = batch else { break };
-            stats.records_in += batch.records.len() as u64;
+            records_in += batch.records.len() as u64 + u64::from(batch.error.is_some());
+            let slot = batch.lane as usize % workers;
+            if pool[slot].is_none() {
+                pool[slot] = Some(self.start_worker()?);
+            }
+            let worker = pool[slot].as_ref().expect("started above");
+            if worker.batches.send(batch).await.is_err() {
+                break; // the worker stopped: its result says why
+            }
+        }
+        let mut stats = Stats::default();
+        let mut first_error = None;
+        for worker in pool.into_iter().flatten() {
+            drop(worker.batches);
+            match worker.done.await.map_err(|e| anyhow!("a pipeline worker panicked: {e}"))? {
+                Ok(s) => stats += s,
+                Err(e) if e.is::<SinkClosed>() => tracing::info!("the output was closed by its reader; stopping"),
+                Err(e) => first_error = first_error.or(Some(e)),
+            }
+        }
+        // Positions are committed only for batches every worker acknowledged above.
+        let finished = self.source.finish().await;
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        finished?;
+        Ok(stats)
+    }
 
-            let (outputs, mut failures) = tokio::task::block_in_place(|| {
-                run_chain(&mut self.transforms, batch.records, self.policy)
-            })?;
-            let rejected = match self.sink.write(&outputs).await {
-                Ok(rejected) => rejected,
-                Err(e) if e.is::<SinkClosed>() => {
-                    tracing::info!("the output was closed by its reader; stopping");
-                    break;
-                }
-                Err(e) => return Err(e),
-            };
-            stats.records_out += (outputs.len() - rejected.len()) as u64;
-            failures.extend(rejected.into_iter().map(|r| Failure {
+    fn start_worker(&self) -> Result<Worker> {
+        let chain = self.plugins.iter().map(|p| TransformInstance::new(p.clone())).collect::<Result<Vec<_>>>()?;
+        let sink = self.sink.fork()?;
+        let (batches, rx) = mpsc::channel(WORKER_QUEUE);
+        let done = tokio::spawn(work(rx, chain, sink, self.policy));
+        Ok(Worker { batches, done })
+    }
+}
+
+/// One worker: its own plugin instances and sink handle; batches in lane order. Acks go out in
+/// the order batches came in, each once the sink says its outputs are durable.
+async fn work(mut batches: mpsc::Receiver<SourceBatch>, mut chain: Vec<TransformInstance>, mut sink: Box<dyn Sink>, policy: ErrorPolicy) -> Result<Stats> {
+    let (acks, mut pending) = mpsc::channel::<(BoxFuture<'static, Result<()>>, Option<Ack>)>(ACK_QUEUE);
+    let acker = tokio::spawn(async move {
+        while let Some((durable, ack)) = pending.recv().await {
+            durable.await?;
+            if let Some(ack) = ack {
+                ack();
+            }
+        }
+        anyhow::Ok(())
+    });
+    let mut stats = Stats::default();
+    let result = async {
+        while let Some(batch) = batches.recv().await {
+            stats.records_in += batch.records.len() as u64;
+            let (outputs, mut failures) = tokio::task::block_in_place(|| run_chain(&mut chain, batch.records, policy))?;
+            let written = sink.write(&outputs).await?;
+            stats.records_out += (outputs.len() - written.rejected.len()) as u64;
+            failures.extend(written.rejected.into_iter().map(|r| Failure {
                 position: outputs[r.index].position().to_owned(),
                 message: format!("the sink cannot write it: {}", r.message),
             }));
             if let Some(e) = batch.error {
                 stats.records_in += 1;
-                failures.push(Failure {
-                    position: e.position,
-                    message: e.message,
-                });
+                failures.push(Failure { position: e.position, message: e.message });
             }
             for failure in failures {
                 stats.records_failed += 1;
-                match self.policy {
-                    ErrorPolicy::Fail => {
-                        return Err(anyhow!(
-                            "{failure} (use --on-error skip to skip bad records)"
-                        ));
-                    }
+                match policy {
+                    // The batch is not acknowledged: a restart reads it again.
+                    ErrorPolicy::Fail => return Err(anyhow!("{failure} (use --on-error skip to skip bad records)")),
                     ErrorPolicy::Skip => tracing::warn!("skipped {failure}"),
                 }
             }
+            if acks.send((written.durable, batch.ack)).await.is_err() {
+                break; // the acker failed: its result says why
+            }
         }
-        Ok(stats)
+        anyhow::Ok(())
     }
+    .await;
+    drop(acks);
+    let acked = acker.await.map_err(|e| anyhow!("a pipeline acker panicked: {e}"))?;
+    result?;
+    acked?;
+    Ok(stats)
 }
 
 /// Runs records through each transform in turn. With `fail`, records after the first failure

@@ -96,10 +96,7 @@ impl PluginSource {
                     r.origin = Some(Arc::from(format!("{name}#{}", self.seq)));
                 }
             }
-            return Ok(Some(SourceBatch {
-                records,
-                error: None,
-            }));
+            return Ok(Some(SourceBatch { records, ..Default::default() }));
         }
     }
 }

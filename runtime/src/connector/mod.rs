@@ -2,6 +2,7 @@
 //! plus one arm in [`open_source`] / [`open_sink`].
 
 pub mod generator;
+pub mod kafka;
 pub mod stdio;
 
 use std::future::Future;
@@ -20,17 +21,29 @@ pub struct RecordError {
     pub message: String,
 }
 
+/// Marks a batch's source positions done; called once every output derived from the batch is
+/// durable in the sink (at-least-once: never before).
+pub type Ack = Box<dyn FnOnce() + Send>;
+
 /// Records read from a source, in order; `error`, if any, is the input right after them.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct SourceBatch {
     pub records: Vec<Record>,
     pub error: Option<RecordError>,
+    /// Batches of one lane (a Kafka partition) are processed by one worker, in order.
+    pub lane: u32,
+    pub ack: Option<Ack>,
 }
 
 pub trait Source: Send {
-    /// Up to `max` records. Returns what is available rather than waiting for a full batch;
-    /// `None` at the end of the input.
+    /// Up to `max` records of one lane. Returns what is available rather than waiting for a
+    /// full batch; `None` at the end of the input.
     fn next_batch(&mut self, max: usize) -> BoxFuture<'_, Result<Option<SourceBatch>>>;
+
+    /// Called once all acknowledged batches are acked, before exit: commit positions, close.
+    fn finish(&mut self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// A record a sink refused to write, and why.
@@ -45,8 +58,43 @@ pub struct Rejected {
 #[error("the sink was closed by its reader")]
 pub struct SinkClosed;
 
+/// What a sink did with a batch: the records it refused, and a future that resolves once the
+/// rest is durable (for stdout at once; for Kafka when every delivery is acknowledged).
+pub struct Written {
+    pub rejected: Vec<Rejected>,
+    pub durable: BoxFuture<'static, Result<()>>,
+}
+
+impl Written {
+    /// Already durable.
+    pub fn done(rejected: Vec<Rejected>) -> Self {
+        Written { rejected, durable: Box::pin(async { Ok(()) }) }
+    }
+}
+
 pub trait Sink: Send {
-    /// Writes the records and makes them durable (for stdout: flushed). Records the sink cannot
-    /// represent are left out and returned.
-    fn write<'a>(&'a mut self, records: &'a [Record]) -> BoxFuture<'a, Result<Vec<Rejected>>>;
+    /// Hands the records to the sink. Records the sink cannot represent are left out and
+    /// returned; the others are durable when `durable` resolves.
+    fn write<'a>(&'a mut self, records: &'a [Record]) -> BoxFuture<'a, Result<Written>>;
+
+    /// Another handle on the same sink, for another worker.
+    fn fork(&self) -> Result<Box<dyn Sink>>;
+}
+
+/// Where a pipeline reads from: `stdin` or a URI.
+pub async fn open_source(uri: &str, batch_size: usize) -> Result<Box<dyn Source>> {
+    match uri.split_once("://").map(|(scheme, _)| scheme) {
+        _ if uri == "stdin" || uri == "-" => Ok(Box::new(stdio::LineSource::stdin())),
+        Some("kafka") => Ok(Box::new(kafka::KafkaSource::open(&kafka::KafkaUri::parse(uri)?, batch_size).await?)),
+        _ => anyhow::bail!("unsupported source `{uri}`: use stdin or kafka://HOST:PORT/TOPIC?group=GROUP"),
+    }
+}
+
+/// Where a pipeline writes to: `stdout` or a URI.
+pub async fn open_sink(uri: &str) -> Result<Box<dyn Sink>> {
+    match uri.split_once("://").map(|(scheme, _)| scheme) {
+        _ if uri == "stdout" || uri == "-" => Ok(Box::new(stdio::StdoutSink::new())),
+        Some("kafka") => Ok(Box::new(kafka::KafkaSink::open(&kafka::KafkaUri::parse(uri)?).await?)),
+        _ => anyhow::bail!("unsupported sink `{uri}`: use stdout or kafka://HOST:PORT/TOPIC"),
+    }
 }

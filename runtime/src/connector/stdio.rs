@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::{BoxFuture, RecordError, Rejected, Sink, SinkClosed, Source, SourceBatch};
+use super::{BoxFuture, RecordError, Rejected, Sink, SinkClosed, Source, SourceBatch, Written};
 use crate::format::jsonl;
 use crate::record::Record;
 
@@ -131,9 +131,14 @@ impl Default for StdoutSink {
 }
 
 impl Sink for StdoutSink {
-    fn write<'a>(&'a mut self, records: &'a [Record]) -> BoxFuture<'a, Result<Vec<Rejected>>> {
-        // A blocking write of one buffer per batch; stdout is a pipe or a file.
-        Box::pin(async move { tokio::task::block_in_place(|| self.write_sync(records)) })
+    fn write<'a>(&'a mut self, records: &'a [Record]) -> BoxFuture<'a, Result<Written>> {
+        // A blocking write of one buffer per batch (whole lines under the stdout lock, so
+        // workers never interleave); flushed, hence durable, when it returns.
+        Box::pin(async move { tokio::task::block_in_place(|| self.write_sync(records)).map(Written::done) })
+    }
+
+    fn fork(&self) -> Result<Box<dyn Sink>> {
+        Ok(Box::new(StdoutSink::new()))
     }
 }
 

@@ -1,0 +1,391 @@
+//! `kafka://HOST:PORT/TOPIC?group=G&prop.NAME=VALUE`: consumer-group sources and producing sinks
+//! (rdkafka, bundled librdkafka).
+//!
+//! At-least-once: the source stores a partition's offset (last + 1) only when the pipeline acks
+//! the batch, which it does once every output derived from it is acknowledged by the sink
+//! (`enable.auto.offset.store=false`); stored offsets are committed every 5 s, on revoke and at
+//! shutdown. A crash re-reads what was in flight.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use bytes::Bytes;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::ClientContext;
+use tokio::sync::mpsc;
+
+use super::{BoxFuture, Sink, Source, SourceBatch, Written};
+use crate::record::Record;
+
+/// A parsed `kafka://` URI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaUri {
+    pub uri: String,
+    pub brokers: String,
+    pub topic: String,
+    pub group: Option<String>,
+    /// librdkafka properties from `prop.NAME=VALUE`.
+    pub props: Vec<(String, String)>,
+}
+
+impl KafkaUri {
+    pub fn parse(uri: &str) -> Result<Self> {
+        let bad = |why: &str| anyhow!("bad Kafka URI `{uri}`: {why}; expected kafka://HOST:PORT/TOPIC?group=GROUP");
+        let rest = uri.strip_prefix("kafka://").ok_or_else(|| bad("it does not start with kafka://"))?;
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (brokers, topic) = path.split_once('/').ok_or_else(|| bad("no /TOPIC"))?;
+        if brokers.is_empty() || brokers.split(',').any(|b| !b.contains(':')) {
+            return Err(bad("give the broker as HOST:PORT"));
+        }
+        let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+        if topic.is_empty() || topic.len() > 249 || !topic.chars().all(valid) {
+            return Err(bad("the topic name must be 1-249 characters of [a-zA-Z0-9._-]"));
+        }
+        let mut parsed = KafkaUri { uri: uri.to_owned(), brokers: brokers.to_owned(), topic: topic.to_owned(), group: None, props: vec![] };
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').ok_or_else(|| bad(&format!("`{pair}` is not NAME=VALUE")))?;
+            match (k, k.strip_prefix("prop.")) {
+                ("group", _) if !v.is_empty() => parsed.group = Some(v.to_owned()),
+                (_, Some(prop)) if !prop.is_empty() => parsed.props.push((prop.to_owned(), v.to_owned())),
+                _ => return Err(bad(&format!("unknown parameter `{k}` (known: group, prop.NAME)"))),
+            }
+        }
+        Ok(parsed)
+    }
+
+    fn config(&self, defaults: &[(&str, &str)]) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        for (k, v) in defaults {
+            config.set(*k, *v);
+        }
+        for (k, v) in &self.props {
+            config.set(k, v);
+        }
+        config
+    }
+}
+
+/// Routes librdkafka's logs and errors to `tracing`, and commits on revoke.
+pub struct KafkaContext {
+    uri: String,
+}
+
+impl ClientContext for KafkaContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        let uri = &self.uri;
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "kafka", uri, "{fac}: {message}")
+            }
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "kafka", uri, "{fac}: {message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => tracing::info!(target: "kafka", uri, "{fac}: {message}"),
+            RDKafkaLogLevel::Debug => tracing::debug!(target: "kafka", uri, "{fac}: {message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        // Transport errors are retried by librdkafka with backoff: say so, don't stop.
+        tracing::warn!(target: "kafka", uri = %self.uri, "{error}: {reason} (retrying)");
+    }
+}
+
+impl ConsumerContext for KafkaContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(partitions) = rebalance {
+            // Commit what was acknowledged for the partitions we are about to lose.
+            match consumer.commit_consumer_state(CommitMode::Sync) {
+                Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+                Err(e) => tracing::warn!(uri = %self.uri, "commit on revoke failed: {e}"),
+            }
+            tracing::info!(uri = %self.uri, partitions = ?partition_numbers(partitions), "partitions revoked");
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(partitions) = rebalance {
+            tracing::info!(uri = %self.uri, partitions = ?partition_numbers(partitions), "partitions assigned");
+        }
+    }
+}
+
+fn partition_numbers(tpl: &rdkafka::TopicPartitionList) -> Vec<i32> {
+    tpl.elements().iter().map(|e| e.partition()).collect()
+}
+
+/// Waits until the broker answers and the topic exists. An unreachable broker is retried with
+/// backoff (and said so in the log); a missing topic is an error naming the URI.
+async fn await_topic<C: ClientContext>(client: &rdkafka::client::Client<C>, uri: &KafkaUri) -> Result<usize> {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let metadata = tokio::task::block_in_place(|| client.fetch_metadata(Some(&uri.topic), Duration::from_secs(5)));
+        match metadata {
+            Ok(md) => {
+                let topic = md.topics().iter().find(|t| t.name() == uri.topic);
+                match topic {
+                    Some(t) if t.error().is_none() && !t.partitions().is_empty() => return Ok(t.partitions().len()),
+                    _ => bail!(
+                        "topic `{}` does not exist at {}: create it (e.g. `tansu topic create --partitions N {}`) or fix the URI",
+                        uri.topic,
+                        uri.uri,
+                        uri.topic
+                    ),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(uri = %uri.uri, "Kafka broker {} not reachable ({e}); retrying in {backoff:?}", uri.brokers);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+/// Consumer group defaults (overridable with `prop.NAME=VALUE`).
+const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
+    ("enable.auto.offset.store", "false"),
+    ("enable.auto.commit", "true"),
+    ("auto.commit.interval.ms", "5000"),
+    ("auto.offset.reset", "earliest"),
+    ("session.timeout.ms", "10000"),
+    // librdkafka's 1000 ms default starves a consumer slower than its fetcher.
+    ("fetch.queue.backoff.ms", "10"),
+];
+
+/// Reads a topic as a member of a consumer group. A thread polls the consumer and hands out
+/// batches of one partition each (lane = partition).
+pub struct KafkaSource {
+    batches: mpsc::Receiver<SourceBatch>,
+    consumer: Arc<BaseConsumer<KafkaContext>>,
+    stop: Arc<AtomicBool>,
+    poller: Option<std::thread::JoinHandle<()>>,
+    uri: String,
+}
+
+impl KafkaSource {
+    pub async fn open(uri: &KafkaUri, batch_size: usize) -> Result<Self> {
+        let group = uri.group.as_deref().ok_or_else(|| anyhow!("Kafka source {} needs a consumer group: add ?group=NAME", uri.uri))?;
+        let mut config = uri.config(CONSUMER_DEFAULTS);
+        config.set("group.id", group);
+        let consumer: BaseConsumer<KafkaContext> = config
+            .create_with_context(KafkaContext { uri: uri.uri.clone() })
+            .with_context(|| format!("cannot create a Kafka consumer for {}", uri.uri))?;
+        let partitions = await_topic(consumer.client(), uri).await?;
+        consumer.subscribe(&[&uri.topic]).with_context(|| format!("cannot subscribe to {}", uri.uri))?;
+        tracing::info!(uri = %uri.uri, partitions, group, "consuming");
+
+        let consumer = Arc::new(consumer);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, batches) = mpsc::channel(4);
+        let poller = {
+            let (consumer, stop, topic) = (consumer.clone(), stop.clone(), uri.topic.clone());
+            std::thread::Builder::new()
+                .name("kafka-poll".into())
+                .spawn(move || poll(&consumer, &topic, batch_size, &stop, &tx))
+                .context("starting the Kafka poll thread")?
+        };
+        Ok(KafkaSource { batches, consumer, stop, poller: Some(poller), uri: uri.uri.clone() })
+    }
+}
+
+/// Polls until `stop`: reads what is there (up to `max` records), groups it by partition in
+/// arrival order and sends one batch per partition.
+fn poll(consumer: &Arc<BaseConsumer<KafkaContext>>, topic: &str, max: usize, stop: &AtomicBool, tx: &mpsc::Sender<SourceBatch>) {
+    let topic: Arc<str> = Arc::from(topic);
+    while !stop.load(Ordering::Relaxed) {
+        let mut by_partition: BTreeMap<i32, (Vec<Record>, i64)> = BTreeMap::new();
+        let mut n = 0;
+        let mut wait = Duration::from_millis(100);
+        while n < max {
+            match consumer.poll(wait) {
+                None => break,
+                Some(Ok(m)) => {
+                    let entry = by_partition.entry(m.partition()).or_default();
+                    entry.0.push(to_record(&m, &topic));
+                    entry.1 = m.offset();
+                    n += 1;
+                    wait = Duration::ZERO; // take what is already fetched, then hand it over
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(target: "kafka", "consumer error: {e} (retrying)");
+                    break;
+                }
+            }
+        }
+        for (partition, (records, last)) in by_partition {
+            let (consumer, topic) = (consumer.clone(), topic.clone());
+            let ack = Box::new(move || {
+                // Fails if the partition was revoked meanwhile; its new owner re-reads it.
+                if let Err(e) = consumer.store_offset(&topic, partition, last + 1) {
+                    tracing::debug!(partition, offset = last + 1, "offset not stored: {e}");
+                }
+            });
+            let batch = SourceBatch { records, error: None, lane: partition as u32, ack: Some(ack) };
+            if tx.blocking_send(batch).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn to_record(m: &rdkafka::message::BorrowedMessage<'_>, topic: &str) -> Record {
+    let headers = m
+        .headers()
+        .map(|hs| hs.iter().map(|h| (h.key.to_owned(), h.value.map(Bytes::copy_from_slice).unwrap_or_default())).collect())
+        .unwrap_or_default();
+    Record {
+        key: m.key().map(Bytes::copy_from_slice),
+        value: m.payload().map(Bytes::copy_from_slice).unwrap_or_default(),
+        headers,
+        timestamp_ms: m.timestamp().to_millis(),
+        origin: Some(Arc::from(format!("{topic}/{}@{}", m.partition(), m.offset()))),
+        output: None,
+    }
+}
+
+impl Source for KafkaSource {
+    fn next_batch(&mut self, _max: usize) -> BoxFuture<'_, Result<Option<SourceBatch>>> {
+        // The poll thread already caps batches at the pipeline's batch size.
+        Box::pin(async move { Ok(self.batches.recv().await) })
+    }
+
+    fn finish(&mut self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            self.stop.store(true, Ordering::Relaxed);
+            self.batches.close(); // batches still queued were not processed: not acked, re-read later
+            while self.batches.recv().await.is_some() {}
+            if let Some(poller) = self.poller.take() {
+                tokio::task::block_in_place(|| poller.join()).map_err(|_| anyhow!("the Kafka poll thread panicked"))?;
+            }
+            let consumer = self.consumer.clone();
+            match tokio::task::block_in_place(|| consumer.commit_consumer_state(CommitMode::Sync)) {
+                Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => Ok(()),
+                Err(e) => Err(anyhow!("committing offsets to {} failed: {e}", self.uri)),
+            }
+        })
+    }
+}
+
+/// Producer defaults: durable (acks=all, idempotent) and batched.
+const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
+    ("acks", "all"),
+    ("enable.idempotence", "true"),
+    ("linger.ms", "5"),
+    ("batch.num.messages", "10000"),
+    ("queue.buffering.max.messages", "500000"),
+];
+
+/// Produces each record to a topic, keeping key, headers and timestamp.
+#[derive(Clone)]
+pub struct KafkaSink {
+    producer: FutureProducer<KafkaContext>,
+    topic: Arc<str>,
+    uri: Arc<str>,
+}
+
+impl KafkaSink {
+    pub async fn open(uri: &KafkaUri) -> Result<Self> {
+        let producer: FutureProducer<KafkaContext> = uri
+            .config(PRODUCER_DEFAULTS)
+            .create_with_context(KafkaContext { uri: uri.uri.clone() })
+            .with_context(|| format!("cannot create a Kafka producer for {}", uri.uri))?;
+        let partitions = await_topic(producer.client(), uri).await?;
+        tracing::info!(uri = %uri.uri, partitions, "producing");
+        Ok(KafkaSink { producer, topic: Arc::from(uri.topic.as_str()), uri: Arc::from(uri.uri.as_str()) })
+    }
+
+    async fn send(&self, records: &[Record]) -> Result<Written> {
+        let mut deliveries = Vec::with_capacity(records.len());
+        for r in records {
+            let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
+            for (k, v) in &r.headers {
+                headers = headers.insert(Header { key: k, value: Some(&v[..]) });
+            }
+            let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic).payload(&r.value[..]).headers(headers);
+            if let Some(key) = &r.key {
+                record = record.key(&key[..]);
+            }
+            if let Some(ts) = r.timestamp_ms {
+                record = record.timestamp(ts);
+            }
+            loop {
+                match self.producer.send_result(record) {
+                    Ok(delivery) => {
+                        deliveries.push(delivery);
+                        break;
+                    }
+                    // The local queue is full: wait for deliveries to drain it (backpressure).
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    Err((e, _)) => bail!("cannot produce to {}: {e}", self.uri),
+                }
+            }
+        }
+        let uri = self.uri.clone();
+        let durable = Box::pin(async move {
+            for delivery in deliveries {
+                match delivery.await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err((e, _))) => bail!("delivery to {uri} failed: {e}"),
+                    Err(_) => bail!("delivery to {uri} was cancelled: the producer closed"),
+                }
+            }
+            Ok(())
+        });
+        Ok(Written { rejected: vec![], durable })
+    }
+}
+
+impl Sink for KafkaSink {
+    fn write<'a>(&'a mut self, records: &'a [Record]) -> BoxFuture<'a, Result<Written>> {
+        Box::pin(self.send(records))
+    }
+
+    fn fork(&self) -> Result<Box<dyn Sink>> {
+        Ok(Box::new(self.clone()))
+    }
+}
+
+impl Drop for KafkaSink {
+    fn drop(&mut self) {
+        // Clones share the producer; each flush waits only for what is still queued.
+        let _ = self.producer.flush(Duration::from_secs(10));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uris_parse() {
+        let u = KafkaUri::parse("kafka://127.0.0.1:9092/user_sessions?group=enrich&prop.session.timeout.ms=6000").unwrap();
+        assert_eq!((u.brokers.as_str(), u.topic.as_str(), u.group.as_deref()), ("127.0.0.1:9092", "user_sessions", Some("enrich")));
+        assert_eq!(u.props, vec![("session.timeout.ms".to_string(), "6000".to_string())]);
+        assert_eq!(KafkaUri::parse("kafka://h:1/t").unwrap().group, None);
+    }
+
+    #[test]
+    fn bad_uris_name_the_uri_and_the_fix() {
+        for (uri, why) in [
+            ("kafka://127.0.0.1:9092", "no /TOPIC"),
+            ("kafka://127.0.0.1/t", "HOST:PORT"),
+            ("kafka://h:1/bad topic", "topic name"),
+            ("kafka://h:1/", "topic name"),
+            ("kafka://h:1/t?grop=x", "unknown parameter `grop`"),
+            ("kafka://h:1/t?group", "not NAME=VALUE"),
+        ] {
+            let e = KafkaUri::parse(uri).unwrap_err().to_string();
+            assert!(e.contains(uri) && e.contains(why), "{uri}: {e}");
+        }
+    }
+}
