@@ -22,7 +22,11 @@ use plugin::{ArtifactCache, PluginEngine, SourceInstance, World};
 /// Loads the plugins, wires source -> chain -> sink and runs until the input ends, `--count`
 /// is reached or SIGINT/SIGTERM arrives.
 pub async fn run(args: RunArgs) -> Result<Stats> {
-    let engine = Arc::new(PluginEngine::new(args.cache_dir.clone().unwrap_or_else(ArtifactCache::default_dir))?);
+    let engine = Arc::new(PluginEngine::new(
+        args.cache_dir
+            .clone()
+            .unwrap_or_else(ArtifactCache::default_dir),
+    )?);
     let mut source: Option<Box<dyn Source>> = None;
     let mut plugins = Vec::new();
     for (i, path) in args.plugins.iter().enumerate() {
@@ -30,7 +34,10 @@ pub async fn run(args: RunArgs) -> Result<Stats> {
         tracing::info!(plugin = %plugin.name, world = %plugin.world, sha256 = %plugin.compiled.sha256, "loaded");
         match plugin.world {
             World::Source if i == 0 && args.source.is_none() => {
-                source = Some(Box::new(PluginSource::new(SourceInstance::new(plugin)?, args.rate)));
+                source = Some(Box::new(PluginSource::new(
+                    SourceInstance::new(plugin)?,
+                    args.rate,
+                )));
             }
             World::Source if i == 0 => bail!(
                 "{} is a source plugin and --source {} is given too: use one of them",
@@ -46,15 +53,45 @@ pub async fn run(args: RunArgs) -> Result<Stats> {
         }
     }
     let batch_size = args.batch_size as usize;
-    let source = match source {
-        Some(source) => source,
-        None => connector::open_source(args.source.as_deref().unwrap_or("stdin"), batch_size).await?,
+    let mut shutdown = shutdown_signal()?;
+    // Opening waits for unreachable brokers (retrying with backoff); a signal ends the wait.
+    let open = async {
+        let source = match source {
+            Some(source) => source,
+            None => {
+                connector::open_source(args.source.as_deref().unwrap_or("stdin"), batch_size)
+                    .await?
+            }
+        };
+        anyhow::Ok((source, connector::open_sink(&args.sink).await?))
     };
-    let sink = connector::open_sink(&args.sink).await?;
-    let workers = args.workers.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |n| n as usize);
-    let pipeline = Pipeline { source, plugins, sink, policy: args.on_error, batch_size, count: args.count, workers };
-    let stats = pipeline.run(shutdown_signal()?).await?;
-    tracing::info!(records_in = stats.records_in, records_out = stats.records_out, records_failed = stats.records_failed, "done");
+    let (source, sink) = tokio::select! {
+        opened = open => opened?,
+        _ = shutdown.changed() => {
+            tracing::info!("stopped before the endpoints were ready; nothing was read");
+            return Ok(Stats::default());
+        }
+    };
+    let workers = args.workers.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        |n| n as usize,
+    );
+    let pipeline = Pipeline {
+        source,
+        plugins,
+        sink,
+        policy: args.on_error,
+        batch_size,
+        count: args.count,
+        workers,
+    };
+    let stats = pipeline.run(shutdown).await?;
+    tracing::info!(
+        records_in = stats.records_in,
+        records_out = stats.records_out,
+        records_failed = stats.records_failed,
+        "done"
+    );
     Ok(stats)
 }
 

@@ -23,7 +23,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run plugins: a source plugin or stdin (JSON lines) -> transforms -> stdout (JSON lines).
+    /// Run a pipeline: a source (a source plugin, stdin or Kafka) -> transform plugins -> a sink
+    /// (stdout or Kafka).
     Run(sluice::config::RunArgs),
     /// Show a plugin's world, exports, imports, size and sha256.
     Inspect {

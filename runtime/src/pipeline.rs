@@ -81,17 +81,25 @@ impl Pipeline {
     /// their outputs made durable and their source positions acknowledged before it returns.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<Stats> {
         let workers = self.workers.max(1);
+        // A worker that stops (failure, closed sink) says so here, so reading stops at once even
+        // when the source has nothing more to read.
+        let (stopped_tx, mut stopped) = watch::channel(false);
         let mut pool: Vec<Option<Worker>> = (0..workers).map(|_| None).collect();
         // The first worker starts now, so a plugin whose `init` fails stops the run at once.
-        pool[0] = Some(self.start_worker()?);
+        pool[0] = Some(self.start_worker(&stopped_tx)?);
         let mut records_in = 0u64;
         loop {
             if *shutdown.borrow() {
                 tracing::info!("shutdown requested: finishing the batches in flight");
                 break;
             }
+            if *stopped.borrow() {
+                break;
+            }
             let max = match self.count {
-                Some(count) => (count - records_in).min(self.batch_size as u64) as usize,
+                Some(count) => {
+                    count.saturating_sub(records_in).min(self.batch_size as u64) as usize
+                }
                 None => self.batch_size,
             };
             if max == 0 {
@@ -100,13 +108,14 @@ impl Pipeline {
             let batch = tokio::select! {
                 biased;
                 _ = shutdown.changed() => continue,
+                _ = stopped.changed() => continue,
                 batch = self.source.next_batch(max) => batch?,
             };
             let Some(batch) = batch else { break };
             records_in += batch.records.len() as u64 + u64::from(batch.error.is_some());
             let slot = batch.lane as usize % workers;
             if pool[slot].is_none() {
-                pool[slot] = Some(self.start_worker()?);
+                pool[slot] = Some(self.start_worker(&stopped_tx)?);
             }
             let worker = pool[slot].as_ref().expect("started above");
             if worker.batches.send(batch).await.is_err() {
@@ -117,9 +126,15 @@ impl Pipeline {
         let mut first_error = None;
         for worker in pool.into_iter().flatten() {
             drop(worker.batches);
-            match worker.done.await.map_err(|e| anyhow!("a pipeline worker panicked: {e}"))? {
+            match worker
+                .done
+                .await
+                .map_err(|e| anyhow!("a pipeline worker panicked: {e}"))?
+            {
                 Ok(s) => stats += s,
-                Err(e) if e.is::<SinkClosed>() => tracing::info!("the output was closed by its reader; stopping"),
+                Err(e) if e.is::<SinkClosed>() => {
+                    tracing::info!("the output was closed by its reader; stopping")
+                }
                 Err(e) => first_error = first_error.or(Some(e)),
             }
         }
@@ -132,19 +147,34 @@ impl Pipeline {
         Ok(stats)
     }
 
-    fn start_worker(&self) -> Result<Worker> {
-        let chain = self.plugins.iter().map(|p| TransformInstance::new(p.clone())).collect::<Result<Vec<_>>>()?;
+    fn start_worker(&self, stopped: &watch::Sender<bool>) -> Result<Worker> {
+        let chain = self
+            .plugins
+            .iter()
+            .map(|p| TransformInstance::new(p.clone()))
+            .collect::<Result<Vec<_>>>()?;
         let sink = self.sink.fork()?;
         let (batches, rx) = mpsc::channel(WORKER_QUEUE);
-        let done = tokio::spawn(work(rx, chain, sink, self.policy));
+        let (policy, stopped) = (self.policy, stopped.clone());
+        let done = tokio::spawn(async move {
+            let result = work(rx, chain, sink, policy).await;
+            stopped.send_replace(true);
+            result
+        });
         Ok(Worker { batches, done })
     }
 }
 
 /// One worker: its own plugin instances and sink handle; batches in lane order. Acks go out in
 /// the order batches came in, each once the sink says its outputs are durable.
-async fn work(mut batches: mpsc::Receiver<SourceBatch>, mut chain: Vec<TransformInstance>, mut sink: Box<dyn Sink>, policy: ErrorPolicy) -> Result<Stats> {
-    let (acks, mut pending) = mpsc::channel::<(BoxFuture<'static, Result<()>>, Option<Ack>)>(ACK_QUEUE);
+async fn work(
+    mut batches: mpsc::Receiver<SourceBatch>,
+    mut chain: Vec<TransformInstance>,
+    mut sink: Box<dyn Sink>,
+    policy: ErrorPolicy,
+) -> Result<Stats> {
+    let (acks, mut pending) =
+        mpsc::channel::<(BoxFuture<'static, Result<()>>, Option<Ack>)>(ACK_QUEUE);
     let acker = tokio::spawn(async move {
         while let Some((durable, ack)) = pending.recv().await {
             durable.await?;
@@ -158,7 +188,8 @@ async fn work(mut batches: mpsc::Receiver<SourceBatch>, mut chain: Vec<Transform
     let result = async {
         while let Some(batch) = batches.recv().await {
             stats.records_in += batch.records.len() as u64;
-            let (outputs, mut failures) = tokio::task::block_in_place(|| run_chain(&mut chain, batch.records, policy))?;
+            let (outputs, mut failures) =
+                tokio::task::block_in_place(|| run_chain(&mut chain, batch.records, policy))?;
             let written = sink.write(&outputs).await?;
             stats.records_out += (outputs.len() - written.rejected.len()) as u64;
             failures.extend(written.rejected.into_iter().map(|r| Failure {
@@ -167,13 +198,20 @@ async fn work(mut batches: mpsc::Receiver<SourceBatch>, mut chain: Vec<Transform
             }));
             if let Some(e) = batch.error {
                 stats.records_in += 1;
-                failures.push(Failure { position: e.position, message: e.message });
+                failures.push(Failure {
+                    position: e.position,
+                    message: e.message,
+                });
             }
             for failure in failures {
                 stats.records_failed += 1;
                 match policy {
                     // The batch is not acknowledged: a restart reads it again.
-                    ErrorPolicy::Fail => return Err(anyhow!("{failure} (use --on-error skip to skip bad records)")),
+                    ErrorPolicy::Fail => {
+                        return Err(anyhow!(
+                            "{failure} (use --on-error skip to skip bad records)"
+                        ))
+                    }
                     ErrorPolicy::Skip => tracing::warn!("skipped {failure}"),
                 }
             }
@@ -185,7 +223,9 @@ async fn work(mut batches: mpsc::Receiver<SourceBatch>, mut chain: Vec<Transform
     }
     .await;
     drop(acks);
-    let acked = acker.await.map_err(|e| anyhow!("a pipeline acker panicked: {e}"))?;
+    let acked = acker
+        .await
+        .map_err(|e| anyhow!("a pipeline acker panicked: {e}"))?;
     result?;
     acked?;
     Ok(stats)

@@ -96,7 +96,10 @@ impl PluginSource {
                     r.origin = Some(Arc::from(format!("{name}#{}", self.seq)));
                 }
             }
-            return Ok(Some(SourceBatch { records, ..Default::default() }));
+            return Ok(Some(SourceBatch {
+                records,
+                ..Default::default()
+            }));
         }
     }
 }

@@ -1,9 +1,9 @@
 //! `kafka://HOST:PORT/TOPIC?group=G&prop.NAME=VALUE`: consumer-group sources and producing sinks
 //! (rdkafka, bundled librdkafka).
 //!
-//! At-least-once: the source stores a partition's offset (last + 1) only when the pipeline acks
+//! At-least-once: the source stores a partition's offset (committed as last + 1) only when the pipeline acks
 //! the batch, which it does once every output derived from it is acknowledged by the sink
-//! (`enable.auto.offset.store=false`); stored offsets are committed every 5 s, on revoke and at
+//! (`enable.auto.offset.store=false`); stored offsets are committed every second, on revoke and at
 //! shutdown. A crash re-reads what was in flight.
 
 use std::collections::BTreeMap;
@@ -37,8 +37,12 @@ pub struct KafkaUri {
 
 impl KafkaUri {
     pub fn parse(uri: &str) -> Result<Self> {
-        let bad = |why: &str| anyhow!("bad Kafka URI `{uri}`: {why}; expected kafka://HOST:PORT/TOPIC?group=GROUP");
-        let rest = uri.strip_prefix("kafka://").ok_or_else(|| bad("it does not start with kafka://"))?;
+        let bad = |why: &str| {
+            anyhow!("bad Kafka URI `{uri}`: {why}; expected kafka://HOST:PORT/TOPIC?group=GROUP")
+        };
+        let rest = uri
+            .strip_prefix("kafka://")
+            .ok_or_else(|| bad("it does not start with kafka://"))?;
         let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
         let (brokers, topic) = path.split_once('/').ok_or_else(|| bad("no /TOPIC"))?;
         if brokers.is_empty() || brokers.split(',').any(|b| !b.contains(':')) {
@@ -46,15 +50,31 @@ impl KafkaUri {
         }
         let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
         if topic.is_empty() || topic.len() > 249 || !topic.chars().all(valid) {
-            return Err(bad("the topic name must be 1-249 characters of [a-zA-Z0-9._-]"));
+            return Err(bad(
+                "the topic name must be 1-249 characters of [a-zA-Z0-9._-]",
+            ));
         }
-        let mut parsed = KafkaUri { uri: uri.to_owned(), brokers: brokers.to_owned(), topic: topic.to_owned(), group: None, props: vec![] };
+        let mut parsed = KafkaUri {
+            uri: uri.to_owned(),
+            brokers: brokers.to_owned(),
+            topic: topic.to_owned(),
+            group: None,
+            props: vec![],
+        };
         for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').ok_or_else(|| bad(&format!("`{pair}` is not NAME=VALUE")))?;
+            let (k, v) = pair
+                .split_once('=')
+                .ok_or_else(|| bad(&format!("`{pair}` is not NAME=VALUE")))?;
             match (k, k.strip_prefix("prop.")) {
                 ("group", _) if !v.is_empty() => parsed.group = Some(v.to_owned()),
-                (_, Some(prop)) if !prop.is_empty() => parsed.props.push((prop.to_owned(), v.to_owned())),
-                _ => return Err(bad(&format!("unknown parameter `{k}` (known: group, prop.NAME)"))),
+                (_, Some(prop)) if !prop.is_empty() => {
+                    parsed.props.push((prop.to_owned(), v.to_owned()))
+                }
+                _ => {
+                    return Err(bad(&format!(
+                        "unknown parameter `{k}` (known: group, prop.NAME)"
+                    )))
+                }
             }
         }
         Ok(parsed)
@@ -82,11 +102,16 @@ impl ClientContext for KafkaContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
         let uri = &self.uri;
         match level {
-            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
                 tracing::error!(target: "kafka", uri, "{fac}: {message}")
             }
             RDKafkaLogLevel::Warning => tracing::warn!(target: "kafka", uri, "{fac}: {message}"),
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => tracing::info!(target: "kafka", uri, "{fac}: {message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "kafka", uri, "{fac}: {message}")
+            }
             RDKafkaLogLevel::Debug => tracing::debug!(target: "kafka", uri, "{fac}: {message}"),
         }
     }
@@ -122,10 +147,15 @@ fn partition_numbers(tpl: &rdkafka::TopicPartitionList) -> Vec<i32> {
 
 /// Waits until the broker answers and the topic exists. An unreachable broker is retried with
 /// backoff (and said so in the log); a missing topic is an error naming the URI.
-async fn await_topic<C: ClientContext>(client: &rdkafka::client::Client<C>, uri: &KafkaUri) -> Result<usize> {
+async fn await_topic<C: ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    uri: &KafkaUri,
+) -> Result<usize> {
     let mut backoff = Duration::from_millis(500);
     loop {
-        let metadata = tokio::task::block_in_place(|| client.fetch_metadata(Some(&uri.topic), Duration::from_secs(5)));
+        let metadata = tokio::task::block_in_place(|| {
+            client.fetch_metadata(Some(&uri.topic), Duration::from_secs(5))
+        });
         match metadata {
             Ok(md) => {
                 let topic = md.topics().iter().find(|t| t.name() == uri.topic);
@@ -152,55 +182,115 @@ async fn await_topic<C: ClientContext>(client: &rdkafka::client::Client<C>, uri:
 const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("enable.auto.offset.store", "false"),
     ("enable.auto.commit", "true"),
-    ("auto.commit.interval.ms", "5000"),
+    ("auto.commit.interval.ms", "1000"),
     ("auto.offset.reset", "earliest"),
     ("session.timeout.ms", "10000"),
     // librdkafka's 1000 ms default starves a consumer slower than its fetcher.
     ("fetch.queue.backoff.ms", "10"),
 ];
 
-/// Reads a topic as a member of a consumer group. A thread polls the consumer and hands out
-/// batches of one partition each (lane = partition).
+/// Reads a topic as a member of a consumer group. A thread polls the consumer and hands over
+/// what it read grouped by partition; `next_batch` cuts that into batches of one partition each
+/// (lane = partition), each acked by storing the offset after its last record.
 pub struct KafkaSource {
-    batches: mpsc::Receiver<SourceBatch>,
+    polled: mpsc::Receiver<Polled>,
+    current: Option<Polled>,
     consumer: Arc<BaseConsumer<KafkaContext>>,
     stop: Arc<AtomicBool>,
     poller: Option<std::thread::JoinHandle<()>>,
     uri: String,
+    topic: Arc<str>,
+}
+
+/// Records of one partition in offset order, with their offsets.
+struct Polled {
+    partition: i32,
+    records: std::vec::IntoIter<Record>,
+    offsets: std::vec::IntoIter<i64>,
 }
 
 impl KafkaSource {
     pub async fn open(uri: &KafkaUri, batch_size: usize) -> Result<Self> {
-        let group = uri.group.as_deref().ok_or_else(|| anyhow!("Kafka source {} needs a consumer group: add ?group=NAME", uri.uri))?;
+        let group = uri.group.as_deref().ok_or_else(|| {
+            anyhow!(
+                "Kafka source {} needs a consumer group: add ?group=NAME",
+                uri.uri
+            )
+        })?;
         let mut config = uri.config(CONSUMER_DEFAULTS);
         config.set("group.id", group);
         let consumer: BaseConsumer<KafkaContext> = config
-            .create_with_context(KafkaContext { uri: uri.uri.clone() })
+            .create_with_context(KafkaContext {
+                uri: uri.uri.clone(),
+            })
             .with_context(|| format!("cannot create a Kafka consumer for {}", uri.uri))?;
         let partitions = await_topic(consumer.client(), uri).await?;
-        consumer.subscribe(&[&uri.topic]).with_context(|| format!("cannot subscribe to {}", uri.uri))?;
+        consumer
+            .subscribe(&[&uri.topic])
+            .with_context(|| format!("cannot subscribe to {}", uri.uri))?;
         tracing::info!(uri = %uri.uri, partitions, group, "consuming");
 
         let consumer = Arc::new(consumer);
         let stop = Arc::new(AtomicBool::new(false));
-        let (tx, batches) = mpsc::channel(4);
+        let (tx, polled) = mpsc::channel(4);
+        let topic: Arc<str> = Arc::from(uri.topic.as_str());
         let poller = {
-            let (consumer, stop, topic) = (consumer.clone(), stop.clone(), uri.topic.clone());
+            let (consumer, stop, topic) = (consumer.clone(), stop.clone(), topic.clone());
             std::thread::Builder::new()
                 .name("kafka-poll".into())
                 .spawn(move || poll(&consumer, &topic, batch_size, &stop, &tx))
                 .context("starting the Kafka poll thread")?
         };
-        Ok(KafkaSource { batches, consumer, stop, poller: Some(poller), uri: uri.uri.clone() })
+        Ok(KafkaSource {
+            polled,
+            current: None,
+            consumer,
+            stop,
+            poller: Some(poller),
+            uri: uri.uri.clone(),
+            topic,
+        })
+    }
+
+    async fn next(&mut self, max: usize) -> Option<SourceBatch> {
+        loop {
+            if let Some(current) = &mut self.current {
+                let records: Vec<Record> = current.records.by_ref().take(max).collect();
+                if let Some(last) = current.offsets.by_ref().take(records.len()).last() {
+                    let (consumer, topic, partition) =
+                        (self.consumer.clone(), self.topic.clone(), current.partition);
+                    let ack = Box::new(move || {
+                        // librdkafka's offset store takes the last processed offset and commits
+                        // it + 1, the next to read. Fails if the partition was revoked
+                        // meanwhile; its new owner re-reads from the last commit.
+                        if let Err(e) = consumer.store_offset(&topic, partition, last) {
+                            tracing::debug!(partition, offset = last, "offset not stored: {e}");
+                        }
+                    });
+                    return Some(SourceBatch {
+                        records,
+                        error: None,
+                        lane: partition as u32,
+                        ack: Some(ack),
+                    });
+                }
+            }
+            self.current = Some(self.polled.recv().await?);
+        }
     }
 }
 
 /// Polls until `stop`: reads what is there (up to `max` records), groups it by partition in
-/// arrival order and sends one batch per partition.
-fn poll(consumer: &Arc<BaseConsumer<KafkaContext>>, topic: &str, max: usize, stop: &AtomicBool, tx: &mpsc::Sender<SourceBatch>) {
-    let topic: Arc<str> = Arc::from(topic);
+/// arrival order and sends it on.
+fn poll(
+    consumer: &BaseConsumer<KafkaContext>,
+    topic: &str,
+    max: usize,
+    stop: &AtomicBool,
+    tx: &mpsc::Sender<Polled>,
+) {
     while !stop.load(Ordering::Relaxed) {
-        let mut by_partition: BTreeMap<i32, (Vec<Record>, i64)> = BTreeMap::new();
+        let mut by_partition: BTreeMap<i32, (Vec<Record>, Vec<i64>)> = BTreeMap::new();
         let mut n = 0;
         let mut wait = Duration::from_millis(100);
         while n < max {
@@ -208,8 +298,8 @@ fn poll(consumer: &Arc<BaseConsumer<KafkaContext>>, topic: &str, max: usize, sto
                 None => break,
                 Some(Ok(m)) => {
                     let entry = by_partition.entry(m.partition()).or_default();
-                    entry.0.push(to_record(&m, &topic));
-                    entry.1 = m.offset();
+                    entry.0.push(to_record(&m, topic));
+                    entry.1.push(m.offset());
                     n += 1;
                     wait = Duration::ZERO; // take what is already fetched, then hand it over
                 }
@@ -219,16 +309,13 @@ fn poll(consumer: &Arc<BaseConsumer<KafkaContext>>, topic: &str, max: usize, sto
                 }
             }
         }
-        for (partition, (records, last)) in by_partition {
-            let (consumer, topic) = (consumer.clone(), topic.clone());
-            let ack = Box::new(move || {
-                // Fails if the partition was revoked meanwhile; its new owner re-reads it.
-                if let Err(e) = consumer.store_offset(&topic, partition, last + 1) {
-                    tracing::debug!(partition, offset = last + 1, "offset not stored: {e}");
-                }
-            });
-            let batch = SourceBatch { records, error: None, lane: partition as u32, ack: Some(ack) };
-            if tx.blocking_send(batch).is_err() {
+        for (partition, (records, offsets)) in by_partition {
+            let polled = Polled {
+                partition,
+                records: records.into_iter(),
+                offsets: offsets.into_iter(),
+            };
+            if tx.blocking_send(polled).is_err() {
                 return;
             }
         }
@@ -238,31 +325,44 @@ fn poll(consumer: &Arc<BaseConsumer<KafkaContext>>, topic: &str, max: usize, sto
 fn to_record(m: &rdkafka::message::BorrowedMessage<'_>, topic: &str) -> Record {
     let headers = m
         .headers()
-        .map(|hs| hs.iter().map(|h| (h.key.to_owned(), h.value.map(Bytes::copy_from_slice).unwrap_or_default())).collect())
+        .map(|hs| {
+            hs.iter()
+                .map(|h| {
+                    (
+                        h.key.to_owned(),
+                        h.value.map(Bytes::copy_from_slice).unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
         .unwrap_or_default();
     Record {
         key: m.key().map(Bytes::copy_from_slice),
         value: m.payload().map(Bytes::copy_from_slice).unwrap_or_default(),
         headers,
         timestamp_ms: m.timestamp().to_millis(),
-        origin: Some(Arc::from(format!("{topic}/{}@{}", m.partition(), m.offset()))),
+        origin: Some(Arc::from(format!(
+            "{topic}/{}@{}",
+            m.partition(),
+            m.offset()
+        ))),
         output: None,
     }
 }
 
 impl Source for KafkaSource {
-    fn next_batch(&mut self, _max: usize) -> BoxFuture<'_, Result<Option<SourceBatch>>> {
-        // The poll thread already caps batches at the pipeline's batch size.
-        Box::pin(async move { Ok(self.batches.recv().await) })
+    fn next_batch(&mut self, max: usize) -> BoxFuture<'_, Result<Option<SourceBatch>>> {
+        Box::pin(async move { Ok(self.next(max).await) })
     }
 
     fn finish(&mut self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
             self.stop.store(true, Ordering::Relaxed);
-            self.batches.close(); // batches still queued were not processed: not acked, re-read later
-            while self.batches.recv().await.is_some() {}
+            self.polled.close(); // records still queued were not processed: not acked, re-read later
+            while self.polled.recv().await.is_some() {}
             if let Some(poller) = self.poller.take() {
-                tokio::task::block_in_place(|| poller.join()).map_err(|_| anyhow!("the Kafka poll thread panicked"))?;
+                tokio::task::block_in_place(|| poller.join())
+                    .map_err(|_| anyhow!("the Kafka poll thread panicked"))?;
             }
             let consumer = self.consumer.clone();
             match tokio::task::block_in_place(|| consumer.commit_consumer_state(CommitMode::Sync)) {
@@ -294,11 +394,17 @@ impl KafkaSink {
     pub async fn open(uri: &KafkaUri) -> Result<Self> {
         let producer: FutureProducer<KafkaContext> = uri
             .config(PRODUCER_DEFAULTS)
-            .create_with_context(KafkaContext { uri: uri.uri.clone() })
+            .create_with_context(KafkaContext {
+                uri: uri.uri.clone(),
+            })
             .with_context(|| format!("cannot create a Kafka producer for {}", uri.uri))?;
         let partitions = await_topic(producer.client(), uri).await?;
         tracing::info!(uri = %uri.uri, partitions, "producing");
-        Ok(KafkaSink { producer, topic: Arc::from(uri.topic.as_str()), uri: Arc::from(uri.uri.as_str()) })
+        Ok(KafkaSink {
+            producer,
+            topic: Arc::from(uri.topic.as_str()),
+            uri: Arc::from(uri.uri.as_str()),
+        })
     }
 
     async fn send(&self, records: &[Record]) -> Result<Written> {
@@ -306,9 +412,14 @@ impl KafkaSink {
         for r in records {
             let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
             for (k, v) in &r.headers {
-                headers = headers.insert(Header { key: k, value: Some(&v[..]) });
+                headers = headers.insert(Header {
+                    key: k,
+                    value: Some(&v[..]),
+                });
             }
-            let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic).payload(&r.value[..]).headers(headers);
+            let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic)
+                .payload(&r.value[..])
+                .headers(headers);
             if let Some(key) = &r.key {
                 record = record.key(&key[..]);
             }
@@ -341,7 +452,10 @@ impl KafkaSink {
             }
             Ok(())
         });
-        Ok(Written { rejected: vec![], durable })
+        Ok(Written {
+            rejected: vec![],
+            durable,
+        })
     }
 }
 
@@ -368,9 +482,18 @@ mod tests {
 
     #[test]
     fn uris_parse() {
-        let u = KafkaUri::parse("kafka://127.0.0.1:9092/user_sessions?group=enrich&prop.session.timeout.ms=6000").unwrap();
-        assert_eq!((u.brokers.as_str(), u.topic.as_str(), u.group.as_deref()), ("127.0.0.1:9092", "user_sessions", Some("enrich")));
-        assert_eq!(u.props, vec![("session.timeout.ms".to_string(), "6000".to_string())]);
+        let u = KafkaUri::parse(
+            "kafka://127.0.0.1:9092/user_sessions?group=enrich&prop.session.timeout.ms=6000",
+        )
+        .unwrap();
+        assert_eq!(
+            (u.brokers.as_str(), u.topic.as_str(), u.group.as_deref()),
+            ("127.0.0.1:9092", "user_sessions", Some("enrich"))
+        );
+        assert_eq!(
+            u.props,
+            vec![("session.timeout.ms".to_string(), "6000".to_string())]
+        );
         assert_eq!(KafkaUri::parse("kafka://h:1/t").unwrap().group, None);
     }
 

@@ -68,7 +68,10 @@ pub struct Written {
 impl Written {
     /// Already durable.
     pub fn done(rejected: Vec<Rejected>) -> Self {
-        Written { rejected, durable: Box::pin(async { Ok(()) }) }
+        Written {
+            rejected,
+            durable: Box::pin(async { Ok(()) }),
+        }
     }
 }
 
@@ -85,8 +88,12 @@ pub trait Sink: Send {
 pub async fn open_source(uri: &str, batch_size: usize) -> Result<Box<dyn Source>> {
     match uri.split_once("://").map(|(scheme, _)| scheme) {
         _ if uri == "stdin" || uri == "-" => Ok(Box::new(stdio::LineSource::stdin())),
-        Some("kafka") => Ok(Box::new(kafka::KafkaSource::open(&kafka::KafkaUri::parse(uri)?, batch_size).await?)),
-        _ => anyhow::bail!("unsupported source `{uri}`: use stdin or kafka://HOST:PORT/TOPIC?group=GROUP"),
+        Some("kafka") => Ok(Box::new(
+            kafka::KafkaSource::open(&kafka::KafkaUri::parse(uri)?, batch_size).await?,
+        )),
+        _ => anyhow::bail!(
+            "unsupported source `{uri}`: use stdin or kafka://HOST:PORT/TOPIC?group=GROUP"
+        ),
     }
 }
 
@@ -94,7 +101,9 @@ pub async fn open_source(uri: &str, batch_size: usize) -> Result<Box<dyn Source>
 pub async fn open_sink(uri: &str) -> Result<Box<dyn Sink>> {
     match uri.split_once("://").map(|(scheme, _)| scheme) {
         _ if uri == "stdout" || uri == "-" => Ok(Box::new(stdio::StdoutSink::new())),
-        Some("kafka") => Ok(Box::new(kafka::KafkaSink::open(&kafka::KafkaUri::parse(uri)?).await?)),
+        Some("kafka") => Ok(Box::new(
+            kafka::KafkaSink::open(&kafka::KafkaUri::parse(uri)?).await?,
+        )),
         _ => anyhow::bail!("unsupported sink `{uri}`: use stdout or kafka://HOST:PORT/TOPIC"),
     }
 }

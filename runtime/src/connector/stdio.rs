@@ -134,7 +134,9 @@ impl Sink for StdoutSink {
     fn write<'a>(&'a mut self, records: &'a [Record]) -> BoxFuture<'a, Result<Written>> {
         // A blocking write of one buffer per batch (whole lines under the stdout lock, so
         // workers never interleave); flushed, hence durable, when it returns.
-        Box::pin(async move { tokio::task::block_in_place(|| self.write_sync(records)).map(Written::done) })
+        Box::pin(async move {
+            tokio::task::block_in_place(|| self.write_sync(records)).map(Written::done)
+        })
     }
 
     fn fork(&self) -> Result<Box<dyn Sink>> {

@@ -1,0 +1,583 @@
+//! Kafka endpoints against a real Kafka-protocol broker (tansu, started by scripts/kafka.sh).
+//! Each test uses its own topics and consumer groups.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::kafka::*;
+use common::*;
+
+/// Starts `runtime ARGS` in the background with stderr going to a file the test can read.
+fn spawn(args: &[&str], log: &Path) -> Child {
+    runtime()
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log file"))
+        .spawn()
+        .expect("runtime starts")
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(ok.success(), "kill {sig} failed");
+}
+
+fn log_of(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// Waits for a process to exit on its own; kills it and fails after `timeout`.
+fn wait_exit(child: &mut Child, timeout: Duration, log: &Path) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "runtime did not exit within {timeout:?}; log:\n{}",
+                log_of(log)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn ids_of(records: &[Read]) -> HashSet<String> {
+    session_counts(records).into_keys().collect()
+}
+
+/// Reads the output topic until it holds every expected session (or `timeout`).
+fn read_all_ids(
+    broker: &str,
+    topic: &str,
+    expected: &HashSet<String>,
+    timeout: Duration,
+) -> Vec<Read> {
+    let started = Instant::now();
+    loop {
+        let read = read_topic(
+            broker,
+            topic,
+            expected.len(),
+            Duration::from_secs(1),
+            Duration::from_secs(20),
+        );
+        let seen = ids_of(&read);
+        if expected.is_subset(&seen) || started.elapsed() > timeout {
+            return read;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Fails with where the missing records were in the input, and the runtime's warnings.
+fn assert_nothing_lost(input: &[Read], output: &[Read], logs: &[&Path]) {
+    let seen = ids_of(output);
+    let missing: Vec<_> = input
+        .iter()
+        .filter(|(_, _, v, _)| {
+            !seen.contains(
+                serde_json::from_str::<serde_json::Value>(v).unwrap()["session_id"]
+                    .as_str()
+                    .unwrap(),
+            )
+        })
+        .map(|(p, _, _, o)| format!("{p}@{o}"))
+        .collect();
+    if !missing.is_empty() {
+        let warnings: Vec<String> = logs
+            .iter()
+            .flat_map(|l| {
+                log_of(l)
+                    .lines()
+                    .filter(|l| {
+                        l.contains("WARN")
+                            || l.contains("ERROR")
+                            || l.contains("assigned")
+                            || l.contains("revoked")
+                    })
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        panic!(
+            "{} records lost, at input positions {:?}\nlogs:\n{}",
+            missing.len(),
+            missing,
+            warnings.join("\n")
+        );
+    }
+}
+
+fn duplicates(read: &[Read]) -> usize {
+    session_counts(read).values().map(|n| n - 1).sum()
+}
+
+#[test]
+fn enrich_100k_records_topic_to_topic_exactly_and_in_order() {
+    const N: usize = 100_000;
+    let b = broker();
+    let (input, output, group) = (unique("sessions"), unique("enriched"), unique("enrich"));
+    create_topic(&b, &input, 4);
+    create_topic(&b, &output, 4);
+    // Keyed records with a sequence number, so per-key (hence per-partition) order is visible.
+    let mut rng = mock::Rng::seeded(3);
+    let records: Vec<_> = (0..N)
+        .map(|i| {
+            let session = mock::session(&mut rng, 1_700_000_000 + i as i64);
+            (
+                Some(format!("user-{}", i % 100)),
+                format!("{{\"seq\":{i},{}", &session[1..]),
+            )
+        })
+        .collect();
+    produce(&b, &input, &records);
+
+    let enrich = plugin("enrich");
+    let out = run(
+        &[
+            "run",
+            "--source",
+            &source_uri(&b, &input, &group),
+            "--plugin",
+            enrich.to_str().unwrap(),
+            "--sink",
+            &sink_uri(&b, &output),
+            "--count",
+            &N.to_string(),
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let read = read_topic(
+        &b,
+        &output,
+        N,
+        Duration::from_secs(2),
+        Duration::from_secs(120),
+    );
+    assert_eq!(read.len(), N, "exactly the input count arrives");
+    let counts = session_counts(&read);
+    assert_eq!(counts.len(), N);
+    assert!(counts.values().all(|&n| n == 1));
+    let mut last_seq: HashMap<String, i64> = HashMap::new();
+    for (_, key, value, _) in &read {
+        let v: serde_json::Value = serde_json::from_str(value).unwrap();
+        let seq = v["seq"].as_i64().unwrap();
+        let key = key.clone().expect("the key is kept");
+        assert_eq!(key, format!("user-{}", seq % 100));
+        assert!(v["country"].is_string() && v["status"].is_string(), "{v}");
+        if let Some(prev) = last_seq.insert(key.clone(), seq) {
+            assert!(
+                prev < seq,
+                "key {key}: seq {seq} after {prev}: per-partition order broken"
+            );
+        }
+    }
+}
+
+/// A generator feeding `topic` at `rate` for `count` records, in the background.
+fn feed(b: &str, topic: &str, rate: u32, count: u32, seed: u32, log: &Path) -> Child {
+    let mock = plugin("mock");
+    spawn(
+        &[
+            "run",
+            "--plugin",
+            mock.to_str().unwrap(),
+            "--sink",
+            &sink_uri(b, topic),
+            "--rate",
+            &rate.to_string(),
+            "--count",
+            &count.to_string(),
+            "--config",
+            &format!("seed={seed}"),
+        ],
+        log,
+    )
+}
+
+fn enricher(b: &str, input: &str, output: &str, group: &str, log: &Path) -> Child {
+    let enrich = plugin("enrich");
+    spawn(
+        &[
+            "run",
+            "--source",
+            &source_uri(b, input, group),
+            "--plugin",
+            enrich.to_str().unwrap(),
+            "--sink",
+            &sink_uri(b, output),
+        ],
+        log,
+    )
+}
+
+#[test]
+fn kill_9_mid_stream_then_restart_loses_nothing() {
+    let b = broker();
+    let (input, output, group) = (unique("k9-in"), unique("k9-out"), unique("k9"));
+    create_topic(&b, &input, 4);
+    create_topic(&b, &output, 4);
+    let dir = tempfile::tempdir().unwrap();
+    let mut generator = feed(&b, &input, 20_000, 100_000, 11, &dir.path().join("gen.log"));
+    let first_log = dir.path().join("first.log");
+    let mut first = enricher(&b, &input, &output, &group, &first_log);
+    std::thread::sleep(Duration::from_millis(4500)); // group join (~3 s) and a stream in flight
+    signal(&first, "-KILL");
+    let _ = first.wait();
+    assert!(
+        log_of(&first_log).contains("partitions assigned"),
+        "the first run never got going:\n{}",
+        log_of(&first_log)
+    );
+
+    let second_log = dir.path().join("second.log");
+    let mut second = enricher(&b, &input, &output, &group, &second_log);
+    let status = wait_exit(
+        &mut generator,
+        Duration::from_secs(60),
+        &dir.path().join("gen.log"),
+    );
+    assert!(status.success());
+    let expected = ids_of(&read_topic(
+        &b,
+        &input,
+        100_000,
+        Duration::from_secs(1),
+        Duration::from_secs(60),
+    ));
+    assert_eq!(expected.len(), 100_000);
+    let read = read_all_ids(&b, &output, &expected, Duration::from_secs(120));
+    signal(&second, "-TERM");
+    assert!(
+        wait_exit(&mut second, Duration::from_secs(30), &second_log).success(),
+        "{}",
+        log_of(&second_log)
+    );
+
+    let missing = expected.difference(&ids_of(&read)).count();
+    assert_eq!(missing, 0, "{missing} records lost");
+    eprintln!(
+        "kill -9 test: 100000 records, {} duplicates re-read after the crash",
+        duplicates(&read)
+    );
+}
+
+/// The partition lists of the "partitions assigned" log lines.
+fn assignments(log: &str) -> Vec<Vec<u32>> {
+    log.lines()
+        .filter(|l| l.contains("partitions assigned"))
+        .filter_map(|l| {
+            let list = l.split("partitions=[").nth(1)?.split(']').next()?;
+            Some(
+                list.split(", ")
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.parse().expect("partition"))
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn two_processes_split_partitions_and_one_takes_over_when_the_other_dies() {
+    let b = broker();
+    let (input, output, group) = (unique("pair-in"), unique("pair-out"), unique("pair"));
+    create_topic(&b, &input, 8);
+    create_topic(&b, &output, 8);
+    let dir = tempfile::tempdir().unwrap();
+    let mut generator = feed(&b, &input, 10_000, 150_000, 12, &dir.path().join("gen.log"));
+    let (a_log, b_log) = (dir.path().join("a.log"), dir.path().join("b.log"));
+    let mut a = enricher(&b, &input, &output, &group, &a_log);
+    let mut b_proc = enricher(&b, &input, &output, &group, &b_log);
+
+    // Wait until both hold part of the topic.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let split = loop {
+        let (la, lb) = (assignments(&log_of(&a_log)), assignments(&log_of(&b_log)));
+        if let (Some(pa), Some(pb)) = (la.last(), lb.last()) {
+            if !pa.is_empty() && !pb.is_empty() && pa.len() + pb.len() == 8 {
+                break (pa.clone(), pb.clone());
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "partitions were never split:\nA:\n{}\nB:\n{}",
+            log_of(&a_log),
+            log_of(&b_log)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let all: HashSet<u32> = split.0.iter().chain(&split.1).copied().collect();
+    assert_eq!(all.len(), 8, "A {:?} and B {:?} overlap", split.0, split.1);
+
+    std::thread::sleep(Duration::from_secs(1));
+    signal(&a, "-KILL");
+    let _ = a.wait();
+    assert!(wait_exit(
+        &mut generator,
+        Duration::from_secs(60),
+        &dir.path().join("gen.log")
+    )
+    .success());
+    let inputs = read_topic(
+        &b,
+        &input,
+        150_000,
+        Duration::from_secs(1),
+        Duration::from_secs(60),
+    );
+    let expected = ids_of(&inputs);
+    assert_eq!(expected.len(), 150_000);
+    let read = read_all_ids(&b, &output, &expected, Duration::from_secs(120));
+    signal(&b_proc, "-TERM");
+    assert!(
+        wait_exit(&mut b_proc, Duration::from_secs(30), &b_log).success(),
+        "{}",
+        log_of(&b_log)
+    );
+
+    assert_nothing_lost(&inputs, &read, &[&a_log, &b_log]);
+    assert!(
+        assignments(&log_of(&b_log)).iter().any(|p| p.len() == 8),
+        "B never took over all partitions:\n{}",
+        log_of(&b_log)
+    );
+    eprintln!(
+        "takeover test: split {:?} / {:?}; {} duplicates",
+        split.0,
+        split.1,
+        duplicates(&read)
+    );
+}
+
+#[test]
+fn the_runtime_recovers_by_itself_after_the_broker_pauses() {
+    let broker = PrivateBroker::start();
+    let b = broker.addr.clone();
+    let (input, output, group) = (unique("pause-in"), unique("pause-out"), unique("pause"));
+    create_topic(&b, &input, 2);
+    create_topic(&b, &output, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let mut generator = feed(&b, &input, 10_000, 100_000, 13, &dir.path().join("gen.log"));
+    let log = dir.path().join("enrich.log");
+    let mut enrich = enricher(&b, &input, &output, &group, &log);
+    std::thread::sleep(Duration::from_secs(4));
+    broker.signal("-STOP");
+    std::thread::sleep(Duration::from_secs(10));
+    broker.signal("-CONT");
+    let resumed = Instant::now();
+
+    assert!(wait_exit(
+        &mut generator,
+        Duration::from_secs(90),
+        &dir.path().join("gen.log")
+    )
+    .success());
+    let inputs = read_topic(
+        &b,
+        &input,
+        100_000,
+        Duration::from_secs(1),
+        Duration::from_secs(60),
+    );
+    let expected = ids_of(&inputs);
+    assert_eq!(expected.len(), 100_000);
+    let read = read_all_ids(&b, &output, &expected, Duration::from_secs(120));
+    let recovered = resumed.elapsed();
+    signal(&enrich, "-TERM");
+    assert!(
+        wait_exit(&mut enrich, Duration::from_secs(30), &log).success(),
+        "{}",
+        log_of(&log)
+    );
+    assert_nothing_lost(&inputs, &read, &[&log]);
+    eprintln!(
+        "broker pause test: all 100000 through {recovered:?} after SIGCONT; {} duplicates",
+        duplicates(&read)
+    );
+}
+
+#[test]
+fn a_non_json_value_stops_the_pipeline_or_is_skipped() {
+    let b = broker();
+    let (input, out_fail, out_skip) = (unique("bad-in"), unique("bad-out1"), unique("bad-out2"));
+    create_topic(&b, &input, 1);
+    create_topic(&b, &out_fail, 1);
+    create_topic(&b, &out_skip, 1);
+    let mut rng = mock::Rng::seeded(4);
+    let mut records: Vec<_> = (0..6)
+        .map(|_| (None, mock::session(&mut rng, 1_700_000_000)))
+        .collect();
+    records.insert(3, (None, "this is not json".to_string()));
+    produce(&b, &input, &records);
+    let enrich = plugin("enrich");
+
+    let out = run(
+        &[
+            "run",
+            "--source",
+            &source_uri(&b, &input, &unique("g")),
+            "--plugin",
+            enrich.to_str().unwrap(),
+            "--sink",
+            &sink_uri(&b, &out_fail),
+        ],
+        b"",
+    );
+    assert!(!out.status.success());
+    let line = error_line(&out);
+    assert!(
+        line.contains(&format!("record {input}/0@3")) && line.contains("not a JSON object"),
+        "{line}"
+    );
+    assert_eq!(
+        read_topic(
+            &b,
+            &out_fail,
+            3,
+            Duration::from_secs(1),
+            Duration::from_secs(20)
+        )
+        .len(),
+        3
+    );
+
+    let out = run(
+        &[
+            "run",
+            "--source",
+            &source_uri(&b, &input, &unique("g")),
+            "--plugin",
+            enrich.to_str().unwrap(),
+            "--sink",
+            &sink_uri(&b, &out_skip),
+            "--on-error",
+            "skip",
+            "--count",
+            "7",
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("skipped record {input}/0@3")),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        read_topic(
+            &b,
+            &out_skip,
+            6,
+            Duration::from_secs(1),
+            Duration::from_secs(20)
+        )
+        .len(),
+        6
+    );
+}
+
+#[test]
+fn bad_kafka_endpoints_get_clear_errors() {
+    let b = broker();
+    let missing = format!("kafka://{b}/{}?group=g", unique("no-such-topic"));
+    let out = run(&["run", "--source", &missing], b"");
+    assert!(!out.status.success());
+    let line = error_line(&out);
+    assert!(
+        line.contains("does not exist") && line.contains(&missing),
+        "{line}"
+    );
+
+    let topic = unique("nogroup");
+    create_topic(&b, &topic, 1);
+    let out = run(&["run", "--source", &format!("kafka://{b}/{topic}")], b"");
+    assert!(
+        error_line(&out).contains("needs a consumer group: add ?group=NAME"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = run(&["run", "--sink", "kafka://nowhere/topic"], b"");
+    assert!(
+        error_line(&out).contains("bad Kafka URI `kafka://nowhere/topic`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn an_unreachable_broker_is_retried_and_said_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port(); // closed again
+    let mut child = spawn(
+        &[
+            "run",
+            "--source",
+            &format!("kafka://127.0.0.1:{port}/t?group=g"),
+        ],
+        &log,
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !log_of(&log).contains("not reachable") {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "exited instead of retrying:\n{}",
+            log_of(&log)
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no retry message:\n{}",
+            log_of(&log)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(log_of(&log).contains("retrying"));
+    signal(&child, "-TERM");
+    assert!(
+        wait_exit(&mut child, Duration::from_secs(15), &log).success(),
+        "{}",
+        log_of(&log)
+    );
+}
+
+#[test]
+fn a_restart_resumes_right_after_the_last_acknowledged_record() {
+    let b = broker();
+    let (topic, group) = (unique("resume"), unique("resume"));
+    create_topic(&b, &topic, 1);
+    produce(
+        &b,
+        &topic,
+        &(0..10).map(|i| (None, i.to_string())).collect::<Vec<_>>(),
+    );
+    let uri = source_uri(&b, &topic, &group);
+    let first = run(&["run", "--source", &uri, "--count", "5"], b"");
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert_eq!(stdout(&first), "0\n1\n2\n3\n4\n");
+    let second = run(&["run", "--source", &uri, "--count", "3"], b"");
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert_eq!(
+        stdout(&second),
+        "5\n6\n7\n",
+        "neither a gap nor a repeat after a clean stop"
+    );
+}
