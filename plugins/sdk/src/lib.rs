@@ -3,14 +3,20 @@
 //! A transform plugin is a plain function; the SDK turns it into a WebAssembly component that
 //! implements the `transform` world of `wit/plugin.wit`:
 //!
-//! ```ignore
+//! ```
 //! use sluice_sdk::{Error, Message};
 //!
+//! // Return a Message, an Option<Message> (filter) or a Vec<Message> (flat-map).
 //! fn process(msg: Message<'_>) -> Result<Message<'_>, Error> {
-//!     Ok(msg) // return a Message, an Option<Message> (filter) or a Vec<Message> (flat-map)
+//!     let upper = msg.value.to_ascii_uppercase();
+//!     Ok(msg.with_value(upper))
 //! }
 //!
 //! sluice_sdk::transform!(wit: "wit", process: process);
+//!
+//! // Natively the macro expands to nothing: the logic tests like any Rust function.
+//! let out = process(Message::new(&b"hi"[..]).with_key(&b"k"[..])).unwrap();
+//! assert_eq!((&*out.value, out.key.as_deref()), (&b"HI"[..], Some(&b"k"[..])));
 //! ```
 //!
 //! A source plugin implements [`Source`] and is exported with [`source!`]. The wire form that
