@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use std::fmt::Write as _;
@@ -206,6 +206,8 @@ pub struct KafkaSource {
 
 /// How many batches' worth of records one poll burst may read.
 const POLL_BATCHES: usize = 8;
+/// How long a poll burst waits for more records after the first.
+const POLL_LINGER: Duration = Duration::from_millis(5);
 
 /// Records of one partition in offset order, with their offsets.
 struct Polled {
@@ -300,16 +302,21 @@ fn poll(
     while !stop.load(Ordering::Relaxed) {
         let mut by_partition: BTreeMap<i32, (Vec<Record>, Vec<i64>)> = BTreeMap::new();
         let mut n = 0;
-        let mut wait = Duration::from_millis(100);
+        // Wait up to 100 ms for a first record, then linger briefly so batches fill up: each
+        // batch costs a plugin call and a few hand-offs, so tiny batches are expensive.
+        let mut deadline = Instant::now() + Duration::from_millis(100);
         while n < max {
+            let wait = deadline.saturating_duration_since(Instant::now());
             match consumer.poll(wait) {
                 None => break,
                 Some(Ok(m)) => {
+                    if n == 0 {
+                        deadline = Instant::now() + POLL_LINGER;
+                    }
                     let entry = by_partition.entry(m.partition()).or_default();
                     entry.0.push(to_record(&m, topic, &mut arena, &mut origin));
                     entry.1.push(m.offset());
                     n += 1;
-                    wait = Duration::ZERO; // take what is already fetched, then hand it over
                 }
                 Some(Err(e)) => {
                     tracing::warn!(target: "kafka", "consumer error: {e} (retrying)");
