@@ -80,6 +80,32 @@ fn read_all_ids(
     }
 }
 
+/// Waits for the generator to finish, then for every session it wrote to `input` to show up in
+/// `output`. Returns what was read from both.
+fn await_delivery(
+    b: &str,
+    generator: &mut Child,
+    gen_log: &Path,
+    input: &str,
+    output: &str,
+    n: usize,
+) -> (Vec<Read>, Vec<Read>) {
+    assert!(
+        wait_exit(generator, Duration::from_secs(90), gen_log).success(),
+        "{}",
+        log_of(gen_log)
+    );
+    let inputs = read_topic(b, input, n, Duration::from_secs(1), Duration::from_secs(60));
+    let expected = ids_of(&inputs);
+    assert_eq!(
+        expected.len(),
+        n,
+        "the generator's records are all in {input}"
+    );
+    let outputs = read_all_ids(b, output, &expected, Duration::from_secs(120));
+    (inputs, outputs)
+}
+
 /// Fails with where the missing records were in the input, and the runtime's warnings.
 fn assert_nothing_lost(input: &[Read], output: &[Read], logs: &[&Path]) {
     let seen = ids_of(output);
@@ -245,21 +271,14 @@ fn kill_9_mid_stream_then_restart_loses_nothing() {
 
     let second_log = dir.path().join("second.log");
     let mut second = enricher(&b, &input, &output, &group, &second_log);
-    let status = wait_exit(
-        &mut generator,
-        Duration::from_secs(60),
-        &dir.path().join("gen.log"),
-    );
-    assert!(status.success());
-    let expected = ids_of(&read_topic(
+    let (inputs, read) = await_delivery(
         &b,
+        &mut generator,
+        &dir.path().join("gen.log"),
         &input,
+        &output,
         100_000,
-        Duration::from_secs(1),
-        Duration::from_secs(60),
-    ));
-    assert_eq!(expected.len(), 100_000);
-    let read = read_all_ids(&b, &output, &expected, Duration::from_secs(120));
+    );
     signal(&second, "-TERM");
     assert!(
         wait_exit(&mut second, Duration::from_secs(30), &second_log).success(),
@@ -267,8 +286,7 @@ fn kill_9_mid_stream_then_restart_loses_nothing() {
         log_of(&second_log)
     );
 
-    let missing = expected.difference(&ids_of(&read)).count();
-    assert_eq!(missing, 0, "{missing} records lost");
+    assert_nothing_lost(&inputs, &read, &[&first_log, &second_log]);
     eprintln!(
         "kill -9 test: 100000 records, {} duplicates re-read after the crash",
         duplicates(&read)
@@ -326,22 +344,14 @@ fn two_processes_split_partitions_and_one_takes_over_when_the_other_dies() {
     std::thread::sleep(Duration::from_secs(1));
     signal(&a, "-KILL");
     let _ = a.wait();
-    assert!(wait_exit(
-        &mut generator,
-        Duration::from_secs(60),
-        &dir.path().join("gen.log")
-    )
-    .success());
-    let inputs = read_topic(
+    let (inputs, read) = await_delivery(
         &b,
+        &mut generator,
+        &dir.path().join("gen.log"),
         &input,
+        &output,
         150_000,
-        Duration::from_secs(1),
-        Duration::from_secs(60),
     );
-    let expected = ids_of(&inputs);
-    assert_eq!(expected.len(), 150_000);
-    let read = read_all_ids(&b, &output, &expected, Duration::from_secs(120));
     signal(&b_proc, "-TERM");
     assert!(
         wait_exit(&mut b_proc, Duration::from_secs(30), &b_log).success(),
@@ -380,22 +390,14 @@ fn the_runtime_recovers_by_itself_after_the_broker_pauses() {
     broker.signal("-CONT");
     let resumed = Instant::now();
 
-    assert!(wait_exit(
-        &mut generator,
-        Duration::from_secs(90),
-        &dir.path().join("gen.log")
-    )
-    .success());
-    let inputs = read_topic(
+    let (inputs, read) = await_delivery(
         &b,
+        &mut generator,
+        &dir.path().join("gen.log"),
         &input,
+        &output,
         100_000,
-        Duration::from_secs(1),
-        Duration::from_secs(60),
     );
-    let expected = ids_of(&inputs);
-    assert_eq!(expected.len(), 100_000);
-    let read = read_all_ids(&b, &output, &expected, Duration::from_secs(120));
     let recovered = resumed.elapsed();
     signal(&enrich, "-TERM");
     assert!(
