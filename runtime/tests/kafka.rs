@@ -30,6 +30,16 @@ fn signal(child: &Child, sig: &str) {
     assert!(ok.success(), "kill {sig} failed");
 }
 
+/// SIGTERM, then a clean exit (0) within 30 s.
+fn terminate(child: &mut Child, log: &Path) {
+    signal(child, "-TERM");
+    assert!(
+        wait_exit(child, Duration::from_secs(30), log).success(),
+        "{}",
+        log_of(log)
+    );
+}
+
 fn log_of(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
@@ -279,12 +289,7 @@ fn kill_9_mid_stream_then_restart_loses_nothing() {
         &output,
         100_000,
     );
-    signal(&second, "-TERM");
-    assert!(
-        wait_exit(&mut second, Duration::from_secs(30), &second_log).success(),
-        "{}",
-        log_of(&second_log)
-    );
+    terminate(&mut second, &second_log);
 
     assert_nothing_lost(&inputs, &read, &[&first_log, &second_log]);
     eprintln!(
@@ -352,12 +357,7 @@ fn two_processes_split_partitions_and_one_takes_over_when_the_other_dies() {
         &output,
         150_000,
     );
-    signal(&b_proc, "-TERM");
-    assert!(
-        wait_exit(&mut b_proc, Duration::from_secs(30), &b_log).success(),
-        "{}",
-        log_of(&b_log)
-    );
+    terminate(&mut b_proc, &b_log);
 
     assert_nothing_lost(&inputs, &read, &[&a_log, &b_log]);
     assert!(
@@ -399,12 +399,7 @@ fn the_runtime_recovers_by_itself_after_the_broker_pauses() {
         100_000,
     );
     let recovered = resumed.elapsed();
-    signal(&enrich, "-TERM");
-    assert!(
-        wait_exit(&mut enrich, Duration::from_secs(30), &log).success(),
-        "{}",
-        log_of(&log)
-    );
+    terminate(&mut enrich, &log);
     assert_nothing_lost(&inputs, &read, &[&log]);
     eprintln!(
         "broker pause test: all 100000 through {recovered:?} after SIGCONT; {} duplicates",
@@ -553,12 +548,7 @@ fn an_unreachable_broker_is_retried_and_said_so() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(log_of(&log).contains("retrying"));
-    signal(&child, "-TERM");
-    assert!(
-        wait_exit(&mut child, Duration::from_secs(15), &log).success(),
-        "{}",
-        log_of(&log)
-    );
+    terminate(&mut child, &log);
 }
 
 #[test]
