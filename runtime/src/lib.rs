@@ -112,8 +112,9 @@ fn shutdown_signal() -> Result<watch::Receiver<bool>> {
     Ok(rx)
 }
 
-/// What `runtime inspect` prints: file facts, the world, exports and imports.
-pub fn inspect(path: &Path, cache_dir: Option<&Path>) -> Result<String> {
+/// What `runtime inspect` prints: file facts, the world, exports and imports; and whether the
+/// file is a plugin (the report is useful either way).
+pub fn inspect(path: &Path, cache_dir: Option<&Path>) -> Result<(String, Result<World>)> {
     use std::fmt::Write;
     let engine =
         PluginEngine::new(cache_dir.map_or_else(ArtifactCache::default_dir, Path::to_owned))?;
@@ -133,7 +134,5 @@ pub fn inspect(path: &Path, cache_dir: Option<&Path>) -> Result<String> {
             writeln!(out, "  {name}: {kind}")?;
         }
     }
-    print!("{out}");
-    world?;
-    Ok(out)
+    Ok((out, world))
 }

@@ -54,9 +54,11 @@ fn main() -> ExitCode {
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(sluice::run(args)))
             .map(drop),
-        Command::Inspect { plugin, cache_dir } => {
-            sluice::inspect(&plugin, cache_dir.as_deref()).map(drop)
-        }
+        Command::Inspect { plugin, cache_dir } => sluice::inspect(&plugin, cache_dir.as_deref())
+            .and_then(|(report, world)| {
+                print!("{report}");
+                world.map(drop)
+            }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
