@@ -270,14 +270,20 @@ fn kill_9_mid_stream_then_restart_loses_nothing() {
     let mut generator = feed(&b, &input, 20_000, 100_000, 11, &dir.path().join("gen.log"));
     let first_log = dir.path().join("first.log");
     let mut first = enricher(&b, &input, &output, &group, &first_log);
-    std::thread::sleep(Duration::from_millis(4500)); // group join (~3 s) and a stream in flight
+    // Kill it mid-stream: once it holds its partitions (the join takes ~3 s) and has had a
+    // moment to work.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !log_of(&first_log).contains("partitions assigned") {
+        assert!(
+            Instant::now() < deadline,
+            "the first run never got going:\n{}",
+            log_of(&first_log)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
     signal(&first, "-KILL");
     let _ = first.wait();
-    assert!(
-        log_of(&first_log).contains("partitions assigned"),
-        "the first run never got going:\n{}",
-        log_of(&first_log)
-    );
 
     let second_log = dir.path().join("second.log");
     let mut second = enricher(&b, &input, &output, &group, &second_log);
@@ -384,7 +390,16 @@ fn the_runtime_recovers_by_itself_after_the_broker_pauses() {
     let mut generator = feed(&b, &input, 10_000, 100_000, 13, &dir.path().join("gen.log"));
     let log = dir.path().join("enrich.log");
     let mut enrich = enricher(&b, &input, &output, &group, &log);
-    std::thread::sleep(Duration::from_secs(4));
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !log_of(&log).contains("partitions assigned") {
+        assert!(
+            Instant::now() < deadline,
+            "never joined the group:\n{}",
+            log_of(&log)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1)); // records flowing, then the broker freezes
     broker.signal("-STOP");
     std::thread::sleep(Duration::from_secs(10));
     broker.signal("-CONT");
