@@ -588,3 +588,93 @@ fn a_restart_resumes_right_after_the_last_acknowledged_record() {
         "neither a gap nor a repeat after a clean stop"
     );
 }
+
+#[test]
+fn key_headers_and_timestamp_survive_the_plugin() {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+    let b = broker();
+    let (input, output) = (unique("meta-in"), unique("meta-out"));
+    create_topic(&b, &input, 1);
+    create_topic(&b, &output, 1);
+    let session = mock::session(&mut mock::Rng::seeded(5), 1_700_000_000);
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &b)
+        .create()
+        .unwrap();
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: "source-object",
+            value: Some("raw/2026/11/25/a.parquet"),
+        })
+        .insert(Header {
+            key: "trace",
+            value: Some(&[0u8, 1, 2][..]),
+        });
+    producer
+        .send(
+            BaseRecord::to(&input)
+                .key("user-7")
+                .payload(&session)
+                .headers(headers)
+                .timestamp(1_700_000_000_123),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    producer.flush(Duration::from_secs(10)).unwrap();
+
+    let enrich = plugin("enrich");
+    let out = run(
+        &[
+            "run",
+            "--source",
+            &source_uri(&b, &input, &unique("g")),
+            "--plugin",
+            enrich.to_str().unwrap(),
+            "--sink",
+            &sink_uri(&b, &output),
+            "--count",
+            "1",
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &b)
+        .set("group.id", unique("check"))
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&output]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let m = loop {
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            break m.unwrap();
+        }
+        assert!(Instant::now() < deadline, "nothing arrived in {output}");
+    };
+    assert_eq!(m.key(), Some(&b"user-7"[..]));
+    assert_eq!(m.timestamp().to_millis(), Some(1_700_000_000_123));
+    let hs = m.headers().expect("headers kept");
+    let got: Vec<(String, Vec<u8>)> = hs
+        .iter()
+        .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "source-object".to_string(),
+                b"raw/2026/11/25/a.parquet".to_vec()
+            ),
+            ("trace".to_string(), vec![0, 1, 2])
+        ]
+    );
+    let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+    assert!(v["country"].is_string(), "{v}");
+}
