@@ -30,6 +30,19 @@ fn signal(child: &Child, sig: &str) {
     assert!(ok.success(), "kill {sig} failed");
 }
 
+/// Waits (up to 40 s) until the log says `needle`.
+fn wait_for_log(log: &Path, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while !log_of(log).contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "no `{needle}` in the log within 40 s:\n{}",
+            log_of(log)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// SIGTERM, then a clean exit (0) within 30 s.
 fn terminate(child: &mut Child, log: &Path) {
     signal(child, "-TERM");
@@ -272,15 +285,7 @@ fn kill_9_mid_stream_then_restart_loses_nothing() {
     let mut first = enricher(&b, &input, &output, &group, &first_log);
     // Kill it mid-stream: once it holds its partitions (the join takes ~3 s) and has had a
     // moment to work.
-    let deadline = Instant::now() + Duration::from_secs(40);
-    while !log_of(&first_log).contains("partitions assigned") {
-        assert!(
-            Instant::now() < deadline,
-            "the first run never got going:\n{}",
-            log_of(&first_log)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_log(&first_log, "partitions assigned");
     std::thread::sleep(Duration::from_millis(1500));
     signal(&first, "-KILL");
     let _ = first.wait();
@@ -390,15 +395,7 @@ fn the_runtime_recovers_by_itself_after_the_broker_pauses() {
     let mut generator = feed(&b, &input, 10_000, 100_000, 13, &dir.path().join("gen.log"));
     let log = dir.path().join("enrich.log");
     let mut enrich = enricher(&b, &input, &output, &group, &log);
-    let deadline = Instant::now() + Duration::from_secs(40);
-    while !log_of(&log).contains("partitions assigned") {
-        assert!(
-            Instant::now() < deadline,
-            "never joined the group:\n{}",
-            log_of(&log)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_log(&log, "partitions assigned");
     std::thread::sleep(Duration::from_secs(1)); // records flowing, then the broker freezes
     broker.signal("-STOP");
     std::thread::sleep(Duration::from_secs(10));
