@@ -54,7 +54,7 @@ impl<R: AsyncRead + Unpin + Send> LineSource<R> {
             while batch.records.len() < max {
                 let Some(raw) = self.take_line() else { break };
                 self.line += 1;
-                let line = jsonl::trim(&raw);
+                let line = raw.trim_ascii(); // the terminator and surrounding whitespace
                 if line.is_empty() {
                     continue;
                 }

@@ -23,11 +23,6 @@ pub fn write_line(value: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
     Ok(())
 }
 
-/// Trims a line's terminator and surrounding ASCII whitespace.
-pub fn trim(line: &[u8]) -> &[u8] {
-    line.trim_ascii()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
