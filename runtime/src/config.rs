@@ -1,8 +1,12 @@
-//! What a run is made of: plugins, their config, pacing, limits and error policy, from the
-//! command line (and `SLUICE_*` environment variables).
+//! What a run is made of: one pipeline from the command line, or several from a pipelines file
+//! (TOML), with endpoint URIs overridable from the command line and `SLUICE_ENDPOINT_*`.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Deserialize;
 
 use crate::pipeline::ErrorPolicy;
 use crate::plugin::Limits;
@@ -23,9 +27,24 @@ pub struct RunArgs {
     #[arg(long, value_name = "URI", default_value = "stdout")]
     pub sink: String,
 
+    /// A pipelines file (TOML) to run instead of the pipeline given by --plugin/--source/--sink;
+    /// see examples/stack.toml.
+    #[arg(long = "config", value_name = "FILE", conflicts_with_all = ["plugins", "source", "sink", "count", "state"])]
+    pub config: Option<PathBuf>,
+
+    /// With --config: use URI for the endpoint NAME of the file (also SLUICE_ENDPOINT_NAME=URI).
+    /// Repeatable.
+    #[arg(long = "endpoint", value_name = "NAME=URI", value_parser = parse_key_value, requires = "config")]
+    pub endpoints: Vec<(String, String)>,
+
     /// A `key=value` pair handed to every plugin's `init`. Repeatable.
-    #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_key_value)]
-    pub config: Vec<(String, String)>,
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub settings: Vec<(String, String)>,
+
+    /// Object sources: keep progress (which objects are done) in this local file instead of an
+    /// object beside the data.
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
 
     /// Records per second a source plugin may produce; 0 = as fast as possible.
     #[arg(long, default_value_t = 333.0, value_parser = parse_rate)]
@@ -61,7 +80,26 @@ pub struct RunArgs {
     pub cache_dir: Option<PathBuf>,
 }
 
-impl RunArgs {
+/// One pipeline, resolved: what `Pipeline` is built from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PipelineSpec {
+    pub name: String,
+    pub plugins: Vec<PathBuf>,
+    /// `None`: the first plugin is a source, or stdin.
+    pub source: Option<String>,
+    pub sink: String,
+    pub settings: Vec<(String, String)>,
+    pub rate: f64,
+    pub count: Option<u64>,
+    pub batch_size: u32,
+    pub on_error: ErrorPolicy,
+    pub workers: Option<u32>,
+    pub memory_limit_mib: u32,
+    pub batch_deadline_ms: u64,
+    pub state: Option<PathBuf>,
+}
+
+impl PipelineSpec {
     pub fn limits(&self) -> Limits {
         Limits {
             memory_bytes: (self.memory_limit_mib as usize) << 20,
@@ -70,11 +108,207 @@ impl RunArgs {
     }
 }
 
+impl RunArgs {
+    /// The pipelines to run: the file's, or the one on the command line.
+    pub fn pipelines(&self) -> Result<Vec<PipelineSpec>> {
+        match &self.config {
+            Some(file) => {
+                let text = std::fs::read_to_string(file).with_context(|| {
+                    format!("cannot read the pipelines file {}", file.display())
+                })?;
+                let env: Vec<(String, String)> = std::env::vars()
+                    .filter_map(|(k, v)| {
+                        Some((k.strip_prefix("SLUICE_ENDPOINT_")?.to_ascii_lowercase(), v))
+                    })
+                    .collect();
+                let overrides: Vec<(String, String)> = env
+                    .into_iter()
+                    .chain(self.endpoints.iter().cloned())
+                    .collect();
+                let dir = file.parent().unwrap_or(Path::new("."));
+                parse_pipelines(&text, dir, &overrides, self)
+                    .with_context(|| format!("pipelines file {}", file.display()))
+            }
+            None => Ok(vec![PipelineSpec {
+                name: "main".to_owned(),
+                plugins: self.plugins.clone(),
+                source: self.source.clone(),
+                sink: self.sink.clone(),
+                settings: self.settings.clone(),
+                rate: self.rate,
+                count: self.count,
+                batch_size: self.batch_size,
+                on_error: self.on_error,
+                workers: self.workers,
+                memory_limit_mib: self.memory_limit_mib,
+                batch_deadline_ms: self.batch_deadline_ms,
+                state: self.state.clone(),
+            }]),
+        }
+    }
+}
+
+/// The pipelines file. Relative paths (plugins, `file://` directories, state files) are
+/// relative to the file's directory, so it runs from anywhere.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PipelinesFile {
+    /// Named endpoint URIs, the part that changes between embedded defaults and real services.
+    #[serde(default)]
+    endpoints: BTreeMap<String, String>,
+    #[serde(rename = "pipeline", default)]
+    pipelines: Vec<PipelineEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PipelineEntry {
+    name: String,
+    #[serde(default)]
+    plugins: Vec<PathBuf>,
+    source: Option<String>,
+    sink: String,
+    /// Handed to every plugin's `init`.
+    #[serde(default)]
+    settings: BTreeMap<String, toml::Value>,
+    rate: Option<f64>,
+    count: Option<u64>,
+    batch_size: Option<u32>,
+    on_error: Option<ErrorPolicy>,
+    workers: Option<u32>,
+    memory_limit_mib: Option<u32>,
+    batch_deadline_ms: Option<u64>,
+    state: Option<PathBuf>,
+}
+
+/// Parses a pipelines file; `defaults` gives what an entry leaves out (the CLI's values).
+fn parse_pipelines(
+    text: &str,
+    dir: &Path,
+    overrides: &[(String, String)],
+    defaults: &RunArgs,
+) -> Result<Vec<PipelineSpec>> {
+    let file: PipelinesFile =
+        toml::from_str(text).map_err(|e| anyhow!("{}", e.to_string().trim_end()))?;
+    if file.pipelines.is_empty() {
+        bail!("no pipelines: add at least one [[pipeline]] table");
+    }
+    let mut endpoints = file.endpoints;
+    for (name, uri) in overrides {
+        if let Some(slot) = endpoints.get_mut(name) {
+            *slot = uri.clone();
+        } else if defaults.endpoints.iter().any(|(n, _)| n == name) {
+            bail!(
+                "--endpoint {name}=...: the file has no endpoint `{name}` (it has: {})",
+                endpoints.keys().cloned().collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+    let resolve = |pipeline: &str, what: &str, v: &str| -> Result<String> {
+        let uri = if v.contains("://") || v == "stdin" || v == "stdout" {
+            v.to_owned()
+        } else {
+            endpoints.get(v).cloned().ok_or_else(|| {
+                anyhow!("pipeline `{pipeline}`: {what} `{v}` is neither a URI nor a name under [endpoints]")
+            })?
+        };
+        // A relative local directory is relative to the file.
+        Ok(match uri.strip_prefix("file://") {
+            Some(path) if !path.starts_with('/') => format!("file://{}", dir.join(path).display()),
+            _ => uri,
+        })
+    };
+    let mut names = std::collections::HashSet::new();
+    let mut specs = Vec::new();
+    for p in file.pipelines {
+        if !names.insert(p.name.clone()) {
+            bail!("two pipelines are named `{}`: names must be unique", p.name);
+        }
+        let check = |what: &str, ok: bool, fix: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(anyhow!("pipeline `{}`: {what}: {fix}", p.name))
+            }
+        };
+        let batch_size = p.batch_size.unwrap_or(defaults.batch_size);
+        check(
+            "batch_size",
+            (1..=65536).contains(&batch_size),
+            "use 1 to 65536",
+        )?;
+        let memory_limit_mib = p.memory_limit_mib.unwrap_or(defaults.memory_limit_mib);
+        check(
+            "memory_limit_mib",
+            (1..=4096).contains(&memory_limit_mib),
+            "use 1 to 4096",
+        )?;
+        let rate = p.rate.unwrap_or(defaults.rate);
+        check(
+            "rate",
+            rate.is_finite() && rate >= 0.0,
+            "give records per second >= 0",
+        )?;
+        let batch_deadline_ms = p.batch_deadline_ms.unwrap_or(defaults.batch_deadline_ms);
+        check(
+            "batch_deadline_ms",
+            batch_deadline_ms >= 1,
+            "give milliseconds >= 1",
+        )?;
+        check(
+            "workers",
+            p.workers.is_none_or(|w| (1..=1024).contains(&w)),
+            "use 1 to 1024",
+        )?;
+        let settings = p
+            .settings
+            .into_iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    toml::Value::String(s) => s,
+                    toml::Value::Integer(i) => i.to_string(),
+                    toml::Value::Float(f) => f.to_string(),
+                    toml::Value::Boolean(b) => b.to_string(),
+                    other => {
+                        return Err(anyhow!(
+                        "pipeline `{}`: setting `{k}` is a {}: give a string, number or boolean",
+                        p.name,
+                        other.type_str()
+                    ))
+                    }
+                };
+                Ok((k, v))
+            })
+            .chain(defaults.settings.iter().cloned().map(Ok))
+            .collect::<Result<_>>()?;
+        specs.push(PipelineSpec {
+            source: p
+                .source
+                .as_deref()
+                .map(|s| resolve(&p.name, "source", s))
+                .transpose()?,
+            sink: resolve(&p.name, "sink", &p.sink)?,
+            plugins: p.plugins.iter().map(|f| dir.join(f)).collect(),
+            settings,
+            rate,
+            count: p.count,
+            batch_size,
+            on_error: p.on_error.unwrap_or(defaults.on_error),
+            workers: p.workers.or(defaults.workers),
+            memory_limit_mib,
+            batch_deadline_ms,
+            state: p.state.map(|f| dir.join(f)),
+            name: p.name,
+        });
+    }
+    Ok(specs)
+}
+
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
         _ => Err(format!(
-            "`{s}` is not KEY=VALUE (for example --config seed=42)"
+            "`{s}` is not KEY=VALUE (for example --set seed=42)"
         )),
     }
 }
@@ -98,6 +332,104 @@ mod tests {
         assert_eq!(parse_key_value("a=b=c"), Ok(("a".into(), "b=c".into())));
         assert!(parse_key_value("seed").unwrap_err().contains("KEY=VALUE"));
         assert!(parse_key_value("=1").is_err());
+    }
+
+    fn args(extra: &[&str]) -> RunArgs {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let argv = ["runtime"].iter().chain(extra).copied();
+        <Cli as clap::Parser>::parse_from(argv).run
+    }
+
+    const STACK: &str = r#"
+        [endpoints]
+        raw = "file://data/raw?format=parquet"
+        topic = "mem://sessions"
+
+        [[pipeline]]
+        name = "gen"
+        plugins = ["plugins/mock.wasm"]
+        sink = "raw"
+        rate = 100
+        settings = { seed = 42, region = "eu" }
+
+        [[pipeline]]
+        name = "copy"
+        source = "topic"
+        sink = "stdout"
+        on_error = "skip"
+        state = "state.json"
+    "#;
+
+    #[test]
+    fn pipelines_file() {
+        let specs = parse_pipelines(STACK, Path::new("/etc/sluice"), &[], &args(&[])).unwrap();
+        assert_eq!(specs.len(), 2);
+        assert_eq!(
+            specs[0].plugins,
+            [PathBuf::from("/etc/sluice/plugins/mock.wasm")]
+        );
+        assert_eq!(specs[0].sink, "file:///etc/sluice/data/raw?format=parquet");
+        assert_eq!(specs[0].rate, 100.0);
+        assert_eq!(
+            specs[0].settings,
+            [("region".into(), "eu".into()), ("seed".into(), "42".into())]
+        );
+        assert_eq!(specs[1].source.as_deref(), Some("mem://sessions"));
+        assert_eq!(specs[1].on_error, ErrorPolicy::Skip);
+        assert_eq!(
+            specs[1].state,
+            Some(PathBuf::from("/etc/sluice/state.json"))
+        );
+        assert_eq!(specs[1].batch_size, 256);
+    }
+
+    #[test]
+    fn endpoints_are_overridden_by_name() {
+        let over = [(
+            "topic".to_owned(),
+            "kafka://127.0.0.1:9092/sessions".to_owned(),
+        )];
+        let specs = parse_pipelines(STACK, Path::new("."), &over, &args(&[])).unwrap();
+        assert_eq!(
+            specs[1].source.as_deref(),
+            Some("kafka://127.0.0.1:9092/sessions")
+        );
+        // A misspelt --endpoint is an error, not ignored.
+        let a = args(&["--config", "x.toml", "--endpoint", "topik=mem://x"]);
+        let e = parse_pipelines(STACK, Path::new("."), &a.endpoints, &a)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("the file has no endpoint `topik`"), "{e}");
+    }
+
+    #[test]
+    fn bad_pipelines_files_say_where_and_what() {
+        let bad = |text: &str| {
+            parse_pipelines(text, Path::new("."), &[], &args(&[]))
+                .unwrap_err()
+                .to_string()
+        };
+        let e = bad("[[pipeline]]\nname = \"a\"\nsink = \"nowhere\"\n");
+        assert!(
+            e.contains("sink `nowhere` is neither a URI nor a name under [endpoints]"),
+            "{e}"
+        );
+        let e = bad("[[pipeline]]\nname = \"a\"\nsink = \"stdout\"\nbatch = 3\n");
+        assert!(e.contains("unknown field `batch`"), "{e}");
+        assert!(e.contains("line 4"), "{e}");
+        let e = bad("[[pipeline]]\nname = \"a\"\nsink = \"stdout\"\nbatch_size = 0\n");
+        assert!(
+            e.contains("pipeline `a`: batch_size: use 1 to 65536"),
+            "{e}"
+        );
+        let e = bad("");
+        assert!(e.contains("no pipelines"), "{e}");
+        let e = bad("[[pipeline]]\nname = \"a\"\nsink = \"stdout\"\n[[pipeline]]\nname = \"a\"\nsink = \"stdout\"\n");
+        assert!(e.contains("two pipelines are named `a`"), "{e}");
     }
 
     #[test]

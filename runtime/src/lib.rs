@@ -11,88 +11,173 @@ pub mod record;
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use tokio::sync::watch;
+use tracing::Instrument;
 
-use config::RunArgs;
-use connector::{generator::PluginSource, Source};
+use config::{PipelineSpec, RunArgs};
+use connector::{generator::PluginSource, Source, SourceOptions};
 use pipeline::{Pipeline, Stats};
 use plugin::{ArtifactCache, PluginEngine, SourceInstance, World};
 
-/// Loads the plugins, wires source -> chain -> sink and runs until the input ends, `--count`
-/// is reached or SIGINT/SIGTERM arrives.
-pub async fn run(args: RunArgs) -> Result<Stats> {
+/// Loads the plugins, opens the endpoints of every pipeline (one from the command line, or all
+/// of a pipelines file) and runs them until their inputs end, `count` is reached or
+/// SIGINT/SIGTERM arrives. Returns each pipeline's name and figures.
+pub async fn run(args: RunArgs) -> Result<Vec<(String, Stats)>> {
+    let specs = args.pipelines()?;
     let engine = Arc::new(PluginEngine::new(
         args.cache_dir
             .clone()
             .unwrap_or_else(ArtifactCache::default_dir),
     )?);
+    // Every plugin of every pipeline loads (and `init`s) before anything is read.
+    let mut loaded = Vec::new();
+    for spec in &specs {
+        loaded.push(load_plugins(&engine, spec)?);
+    }
+    let mut shutdown = shutdown_signal()?;
+    // Opening waits for unreachable brokers (retrying with backoff); a signal ends the wait.
+    let open = async {
+        let mut pipelines = Vec::new();
+        for (spec, (source, plugins)) in specs.iter().zip(loaded) {
+            let options = SourceOptions {
+                batch_size: spec.batch_size as usize,
+                state: spec.state.clone(),
+            };
+            let source = match source {
+                Some(source) => source,
+                None => {
+                    let uri = spec.source.as_deref().unwrap_or("stdin");
+                    connector::open_source(uri, &options)
+                        .await
+                        .with_context(|| pipeline_context(&specs, spec))?
+                }
+            };
+            let sink = connector::open_sink(&spec.sink)
+                .await
+                .with_context(|| pipeline_context(&specs, spec))?;
+            let workers = spec.workers.map_or_else(
+                || std::thread::available_parallelism().map_or(1, |n| n.get()),
+                |n| n as usize,
+            );
+            pipelines.push(Pipeline {
+                source,
+                plugins,
+                sink,
+                policy: spec.on_error,
+                batch_size: spec.batch_size as usize,
+                count: spec.count,
+                workers,
+            });
+        }
+        connector::mem::seal()?;
+        anyhow::Ok(pipelines)
+    };
+    let pipelines = tokio::select! {
+        opened = open => opened?,
+        _ = shutdown.changed() => {
+            tracing::info!("stopped before the endpoints were ready; nothing was read");
+            return Ok(Vec::new());
+        }
+    };
+    // SIGINT/SIGTERM, or a pipeline failing, stops the others (they drain first).
+    let (stop_tx, stop) = watch::channel(false);
+    let (failed, mut any_failed) = watch::channel(false);
+    let stopper = tokio::spawn(async move {
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => {}
+            _ = any_failed.wait_for(|f| *f) => {}
+        }
+        connector::object::roll_now();
+        let _ = stop_tx.send(true);
+    });
+    // A pipeline fed by an in-process topic ends when the topic's writers do, so what they
+    // wrote is finished first; it never stops on its own.
+    let (_never_tx, never) = watch::channel(false);
+    let mut running = tokio::task::JoinSet::new();
+    for (spec, pipeline) in specs.iter().zip(pipelines) {
+        let mem_fed = spec
+            .source
+            .as_deref()
+            .is_some_and(|s| s.starts_with("mem://"));
+        let stop = if mem_fed { never.clone() } else { stop.clone() };
+        let name = spec.name.clone();
+        let failed = failed.clone();
+        let span = tracing::info_span!("pipeline", name = %name);
+        running.spawn(
+            async move {
+                let result = pipeline.run(stop).await;
+                match &result {
+                    Ok(stats) => tracing::info!(
+                        records_in = stats.records_in,
+                        records_out = stats.records_out,
+                        records_failed = stats.records_failed,
+                        "done"
+                    ),
+                    Err(_) => {
+                        let _ = failed.send(true);
+                    }
+                }
+                (name, result)
+            }
+            .instrument(span),
+        );
+    }
+    let mut results = Vec::new();
+    let mut first_error = None;
+    while let Some(joined) = running.join_next().await {
+        let (name, result) = joined.map_err(|e| anyhow!("a pipeline panicked: {e}"))?;
+        match result {
+            Ok(stats) => results.push((name, stats)),
+            Err(e) if specs.len() == 1 => first_error = first_error.or(Some(e)),
+            Err(e) => first_error = first_error.or(Some(e.context(format!("pipeline `{name}`")))),
+        }
+    }
+    stopper.abort();
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(results),
+    }
+}
+
+fn pipeline_context(specs: &[PipelineSpec], spec: &PipelineSpec) -> String {
+    if specs.len() == 1 {
+        "opening the endpoints".to_owned()
+    } else {
+        format!("pipeline `{}`", spec.name)
+    }
+}
+
+type Loaded = (Option<Box<dyn Source>>, Vec<Arc<plugin::Plugin>>);
+
+/// Loads a pipeline's plugins: the first may be a source, the rest are transforms.
+fn load_plugins(engine: &Arc<PluginEngine>, spec: &PipelineSpec) -> Result<Loaded> {
     let mut source: Option<Box<dyn Source>> = None;
     let mut plugins = Vec::new();
-    for (i, path) in args.plugins.iter().enumerate() {
-        let plugin = engine.load(path, args.config.clone(), args.limits())?;
-        tracing::info!(plugin = %plugin.name, world = %plugin.world, sha256 = %plugin.compiled.sha256, "loaded");
+    for (i, path) in spec.plugins.iter().enumerate() {
+        let plugin = engine.load(path, spec.settings.clone(), spec.limits())?;
+        tracing::info!(pipeline = %spec.name, plugin = %plugin.name, world = %plugin.world, sha256 = %plugin.compiled.sha256, "loaded");
         match plugin.world {
-            World::Source if i == 0 && args.source.is_none() => {
+            World::Source if i == 0 && spec.source.is_none() => {
                 source = Some(Box::new(PluginSource::new(
                     SourceInstance::new(plugin)?,
-                    args.rate,
+                    spec.rate,
                 )));
             }
             World::Source if i == 0 => bail!(
-                "{} is a source plugin and --source {} is given too: use one of them",
+                "{} is a source plugin and a source ({}) is given too: use one of them",
                 path.display(),
-                args.source.as_deref().unwrap_or_default()
+                spec.source.as_deref().unwrap_or_default()
             ),
             World::Source => bail!(
-                "{} implements the `source` world, but only the first --plugin may be a source; \
+                "{} implements the `source` world, but only the first plugin may be a source; \
                  put it first, or use a transform here",
                 path.display()
             ),
             World::Transform => plugins.push(plugin),
         }
     }
-    let batch_size = args.batch_size as usize;
-    let mut shutdown = shutdown_signal()?;
-    // Opening waits for unreachable brokers (retrying with backoff); a signal ends the wait.
-    let open = async {
-        let source = match source {
-            Some(source) => source,
-            None => {
-                connector::open_source(args.source.as_deref().unwrap_or("stdin"), batch_size)
-                    .await?
-            }
-        };
-        anyhow::Ok((source, connector::open_sink(&args.sink).await?))
-    };
-    let (source, sink) = tokio::select! {
-        opened = open => opened?,
-        _ = shutdown.changed() => {
-            tracing::info!("stopped before the endpoints were ready; nothing was read");
-            return Ok(Stats::default());
-        }
-    };
-    let workers = args.workers.map_or_else(
-        || std::thread::available_parallelism().map_or(1, |n| n.get()),
-        |n| n as usize,
-    );
-    let pipeline = Pipeline {
-        source,
-        plugins,
-        sink,
-        policy: args.on_error,
-        batch_size,
-        count: args.count,
-        workers,
-    };
-    let stats = pipeline.run(shutdown).await?;
-    tracing::info!(
-        records_in = stats.records_in,
-        records_out = stats.records_out,
-        records_failed = stats.records_failed,
-        "done"
-    );
-    Ok(stats)
+    Ok((source, plugins))
 }
 
 /// Turns true at SIGINT or SIGTERM.

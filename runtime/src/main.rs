@@ -25,7 +25,7 @@ struct Cli {
 enum Command {
     /// Run a pipeline: a source (a source plugin, stdin or Kafka) -> transform plugins -> a sink
     /// (stdout or Kafka).
-    Run(sluice::config::RunArgs),
+    Run(Box<sluice::config::RunArgs>),
     /// Show a plugin's world, exports, imports, size and sha256.
     Inspect {
         plugin: PathBuf,
@@ -52,7 +52,7 @@ fn main() -> ExitCode {
             .enable_all()
             .build()
             .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(sluice::run(args)))
+            .and_then(|rt| rt.block_on(sluice::run(*args)))
             .map(drop),
         Command::Inspect { plugin, cache_dir } => sluice::inspect(&plugin, cache_dir.as_deref())
             .and_then(|(report, world)| {

@@ -11,7 +11,8 @@ use crate::plugin::{BatchError, Plugin, TransformInstance};
 use crate::record::Record;
 
 /// What happens to a record that fails (bad input, a plugin error or trap, unwritable output).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ErrorPolicy {
     /// Stop: write the outputs of every record before the bad one, then exit non-zero.
     #[default]
@@ -65,10 +66,9 @@ pub struct Pipeline {
     pub workers: usize,
 }
 
-/// Batches queued per worker, and batches awaiting sink acknowledgement per worker: bounded, so
-/// memory stays bounded when the sink is slower than the source.
+/// Batches queued per worker: bounded, so memory stays bounded when the sink is slower than the
+/// source (batches awaiting acknowledgement are bounded by the sink).
 const WORKER_QUEUE: usize = 4;
-const ACK_QUEUE: usize = 64;
 
 struct Worker {
     batches: mpsc::Sender<SourceBatch>,
@@ -173,8 +173,9 @@ async fn work(
     mut sink: Box<dyn Sink>,
     policy: ErrorPolicy,
 ) -> Result<Stats> {
-    let (acks, mut pending) =
-        mpsc::channel::<(BoxFuture<'static, Result<()>>, Option<Ack>)>(ACK_QUEUE);
+    let (acks, mut pending) = mpsc::channel::<(BoxFuture<'static, Result<()>>, Option<Ack>)>(
+        sink.max_unacked_batches().max(1),
+    );
     let acker = tokio::spawn(async move {
         while let Some((durable, ack)) = pending.recv().await {
             durable.await?;
@@ -223,6 +224,8 @@ async fn work(
     }
     .await;
     drop(acks);
+    // A sink that batches (into objects) writes what it holds when dropped.
+    drop(sink);
     let acked = acker
         .await
         .map_err(|e| anyhow!("a pipeline acker panicked: {e}"))?;

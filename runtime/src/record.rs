@@ -12,7 +12,7 @@ pub struct Record {
     pub headers: Vec<(String, Bytes)>,
     /// Milliseconds since the Unix epoch.
     pub timestamp_ms: Option<i64>,
-    /// Where the record came from (`stdin:LINE`, `mock.wasm#SEQ`, ...). Outputs inherit the
+    /// Where the record came from (`stdin:LINE`, `mock.wasm@RUN#SEQ`, `topic/PARTITION@OFFSET`, `KEY#ROW`, ...). Outputs inherit the
     /// origin of the input they were made from, so errors can always name the source record.
     pub origin: Option<Arc<str>>,
     /// The named output a plugin routed this record to; `None` is the pipeline's sink.

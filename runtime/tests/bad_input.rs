@@ -82,7 +82,7 @@ fn a_source_plugin_after_a_transform() {
             mock.to_str().unwrap(),
         ],
         b"",
-        &["mock.wasm", "only the first --plugin may be a source"],
+        &["mock.wasm", "only the first plugin may be a source"],
     );
 }
 
@@ -94,7 +94,7 @@ fn init_returning_an_error() {
             "run",
             "--plugin",
             testkit.to_str().unwrap(),
-            "--config",
+            "--set",
             "fail_init=no database for you",
         ],
         b"",
@@ -106,7 +106,7 @@ fn init_returning_an_error() {
             "run",
             "--plugin",
             mock.to_str().unwrap(),
-            "--config",
+            "--set",
             "seed=abc",
         ],
         b"",
@@ -118,13 +118,7 @@ fn init_returning_an_error() {
 fn bad_command_line_values() {
     let mock = plugin("mock");
     fails_with(
-        &[
-            "run",
-            "--plugin",
-            mock.to_str().unwrap(),
-            "--config",
-            "seed",
-        ],
+        &["run", "--plugin", mock.to_str().unwrap(), "--set", "seed"],
         b"",
         &["KEY=VALUE"],
     );

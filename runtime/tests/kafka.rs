@@ -250,7 +250,7 @@ fn feed(b: &str, topic: &str, rate: u32, count: u32, seed: u32, log: &Path) -> C
             &rate.to_string(),
             "--count",
             &count.to_string(),
-            "--config",
+            "--set",
             &format!("seed={seed}"),
         ],
         log,

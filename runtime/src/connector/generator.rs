@@ -56,6 +56,9 @@ pub struct PluginSource {
     instance: SourceInstance,
     pacer: Pacer,
     seq: u64,
+    /// When this run started (ms since the epoch): positions of different runs never collide,
+    /// so objects named after them do not overwrite an earlier run's.
+    run: i64,
 }
 
 /// How long to wait when the plugin has nothing due.
@@ -67,6 +70,9 @@ impl PluginSource {
             instance,
             pacer: Pacer::new(rate, Instant::now()),
             seq: 0,
+            run: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
         }
     }
 
@@ -93,7 +99,7 @@ impl PluginSource {
             for r in &mut records {
                 self.seq += 1;
                 if r.origin.is_none() {
-                    r.origin = Some(Arc::from(format!("{name}#{}", self.seq)));
+                    r.origin = Some(Arc::from(format!("{name}@{}#{}", self.run, self.seq)));
                 }
             }
             return Ok(Some(SourceBatch {

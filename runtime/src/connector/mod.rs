@@ -3,6 +3,8 @@
 
 pub mod generator;
 pub mod kafka;
+pub mod mem;
+pub mod object;
 pub mod stdio;
 
 use std::future::Future;
@@ -82,18 +84,38 @@ pub trait Sink: Send {
 
     /// Another handle on the same sink, for another worker.
     fn fork(&self) -> Result<Box<dyn Sink>>;
+
+    /// Batches a worker may have written but not yet seen durable before it waits: bounds
+    /// memory, and must let a sink that acknowledges whole objects fill one.
+    fn max_unacked_batches(&self) -> usize {
+        64
+    }
 }
 
+/// What a source needs besides its URI.
+#[derive(Debug, Clone, Default)]
+pub struct SourceOptions {
+    pub batch_size: usize,
+    /// A local file for the object source's progress instead of an object beside the data.
+    pub state: Option<std::path::PathBuf>,
+}
+
+const SOURCES: &str = "stdin, kafka://HOST:PORT/TOPIC?group=GROUP, s3://BUCKET/PREFIX?endpoint=URL&format=parquet|jsonl, file://DIR?format=parquet|jsonl or mem://NAME";
+const SINKS: &str = "stdout, kafka://HOST:PORT/TOPIC, s3://BUCKET/PREFIX?endpoint=URL&format=parquet|jsonl, file://DIR?format=parquet|jsonl or mem://NAME";
+
 /// Where a pipeline reads from: `stdin` or a URI.
-pub async fn open_source(uri: &str, batch_size: usize) -> Result<Box<dyn Source>> {
+pub async fn open_source(uri: &str, options: &SourceOptions) -> Result<Box<dyn Source>> {
     match uri.split_once("://").map(|(scheme, _)| scheme) {
         _ if uri == "stdin" || uri == "-" => Ok(Box::new(stdio::LineSource::stdin())),
         Some("kafka") => Ok(Box::new(
-            kafka::KafkaSource::open(&kafka::KafkaUri::parse(uri)?, batch_size).await?,
+            kafka::KafkaSource::open(&kafka::KafkaUri::parse(uri)?, options.batch_size).await?,
         )),
-        _ => anyhow::bail!(
-            "unsupported source `{uri}`: use stdin or kafka://HOST:PORT/TOPIC?group=GROUP"
-        ),
+        Some("s3" | "file") => Ok(Box::new(
+            object::ObjectSource::open(&object::ObjectUri::parse(uri)?, options.state.clone())
+                .await?,
+        )),
+        Some("mem") => Ok(Box::new(mem::MemSource::open(uri)?)),
+        _ => anyhow::bail!("unsupported source `{uri}`: use {SOURCES}"),
     }
 }
 
@@ -104,6 +126,10 @@ pub async fn open_sink(uri: &str) -> Result<Box<dyn Sink>> {
         Some("kafka") => Ok(Box::new(
             kafka::KafkaSink::open(&kafka::KafkaUri::parse(uri)?).await?,
         )),
-        _ => anyhow::bail!("unsupported sink `{uri}`: use stdout or kafka://HOST:PORT/TOPIC"),
+        Some("s3" | "file") => Ok(Box::new(
+            object::ObjectSink::open(&object::ObjectUri::parse(uri)?).await?,
+        )),
+        Some("mem") => Ok(Box::new(mem::MemSink::open(uri)?)),
+        _ => anyhow::bail!("unsupported sink `{uri}`: use {SINKS}"),
     }
 }

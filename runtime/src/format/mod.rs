@@ -1,3 +1,4 @@
 //! Record <-> bytes codecs.
 
 pub mod jsonl;
+pub mod parquet;

@@ -125,6 +125,32 @@ pub fn read_topic(
     settle: Duration,
     timeout: Duration,
 ) -> Vec<Read> {
+    read_topic_with(broker, topic, expected, settle, timeout, |m| {
+        let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
+        let value = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
+        (m.partition(), key, value, m.offset())
+    })
+}
+
+/// The value of a record's first header with this name.
+pub fn header(m: &rdkafka::message::BorrowedMessage<'_>, name: &str) -> Option<String> {
+    use rdkafka::message::Headers;
+    m.headers()?
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// [`read_topic`], keeping what `f` takes from each record.
+pub fn read_topic_with<T>(
+    broker: &str,
+    topic: &str,
+    expected: usize,
+    settle: Duration,
+    timeout: Duration,
+    f: impl Fn(&rdkafka::message::BorrowedMessage<'_>) -> T,
+) -> Vec<T> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", broker)
         .set("group.id", unique("reader"))
@@ -146,9 +172,7 @@ pub fn read_topic(
     while started.elapsed() < timeout {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
-                let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
-                let value = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
-                out.push((m.partition(), key, value, m.offset()));
+                out.push(f(&m));
                 last = Instant::now();
             }
             Some(Err(e)) => eprintln!("read_topic: {e}"),

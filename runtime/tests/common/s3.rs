@@ -1,0 +1,198 @@
+//! A real S3-compatible server for tests: the one `scripts/s3.sh start` runs (address in
+//! SLUICE_TEST_S3, default 127.0.0.1:9000, bucket `sluice-test`), or a private one for tests
+//! that stop it. Credentials admin/password.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BUCKET: &str = "sluice-test";
+pub const KEY_ID: &str = "admin";
+pub const SECRET: &str = "password";
+
+pub fn server() -> String {
+    std::env::var("SLUICE_TEST_S3").unwrap_or_else(|_| "127.0.0.1:9000".into())
+}
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/s3.sh")
+}
+
+fn script_output(arg: &str) -> PathBuf {
+    let out = Command::new("bash")
+        .arg(script())
+        .arg(arg)
+        .output()
+        .expect("scripts/s3.sh runs");
+    assert!(
+        out.status.success(),
+        "scripts/s3.sh {arg} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).expect("path").trim())
+}
+
+/// Python with pyarrow (the venv scripts/s3.sh installs).
+pub fn python() -> PathBuf {
+    script_output("python")
+}
+
+/// `s3://sluice-test/PREFIX?endpoint=...&PARAMS`
+pub fn uri(server: &str, prefix: &str, params: &str) -> String {
+    format!("s3://{BUCKET}/{prefix}?endpoint=http://{server}&{params}")
+}
+
+/// The runtime with credentials for the test server.
+pub fn with_credentials(cmd: &mut Command) -> &mut Command {
+    cmd.env("AWS_ACCESS_KEY_ID", KEY_ID)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env("AWS_REGION", "us-east-1")
+}
+
+fn curl(server: &str, args: &[&str], path: &str) -> std::process::Output {
+    Command::new("curl")
+        .args([
+            "-s",
+            "--fail-with-body",
+            "--max-time",
+            "10",
+            "--aws-sigv4",
+            "aws:amz:us-east-1:s3",
+        ])
+        .args(["--user", &format!("{KEY_ID}:{SECRET}")])
+        .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"])
+        .args(args)
+        .arg(format!("http://{server}/{BUCKET}/{path}"))
+        .output()
+        .expect("curl runs")
+}
+
+/// Uploads a local file as `key`.
+pub fn put(server: &str, key: &str, file: &Path) {
+    let out = curl(server, &["-T", &file.display().to_string()], key);
+    assert!(
+        out.status.success(),
+        "PUT {key}: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// An object's bytes, or None if it does not exist.
+pub fn get(server: &str, key: &str) -> Option<Vec<u8>> {
+    let out = curl(server, &[], key);
+    out.status.success().then_some(out.stdout)
+}
+
+/// A server of the test's own (for tests that stop it), with its data in a directory that
+/// survives restarts; killed on drop.
+pub struct PrivateServer {
+    child: Option<Child>,
+    pub addr: String,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl PrivateServer {
+    pub fn start() -> Self {
+        let port = {
+            // Its other ports are derived from this one (scripts/s3.sh): keep them below 65536.
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+            let p = l.local_addr().expect("addr").port();
+            20000 + p % 20000
+        };
+        let mut s = PrivateServer {
+            child: None,
+            addr: format!("127.0.0.1:{port}"),
+            port,
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
+        s.restart();
+        s
+    }
+
+    /// Starts the server (again) on the same port and data.
+    pub fn restart(&mut self) {
+        let weed = script_output("weed");
+        let p = self.port as u32;
+        let child = Command::new(weed)
+            .args([
+                "mini",
+                &format!("-dir={}", self.dir.path().join("data").display()),
+            ])
+            .args([
+                "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1",
+                &format!("-s3.port={p}"),
+            ])
+            .args([
+                format!("-bucket={BUCKET}"),
+                format!("-master.port={}", p + 10333),
+            ])
+            .args([
+                format!("-volume.port={}", p + 9080),
+                format!("-filer.port={}", p + 9888),
+            ])
+            .args([
+                "-master.telemetry=false",
+                "-webdav=false",
+                "-admin.ui=false",
+            ])
+            .args(["-s3.port.iceberg=0", "-s3.port.lance=0"])
+            .env("AWS_ACCESS_KEY_ID", KEY_ID)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET)
+            .current_dir(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("weed starts");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ok = Command::new("curl")
+                .args([
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "-I",
+                    "--max-time",
+                    "2",
+                ])
+                .args([
+                    "--aws-sigv4",
+                    "aws:amz:us-east-1:s3",
+                    "--user",
+                    &format!("{KEY_ID}:{SECRET}"),
+                ])
+                .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"])
+                .arg(format!("http://{}/{BUCKET}", self.addr))
+                .output()
+                .is_ok_and(|o| o.stdout == b"200");
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "private weed did not serve {}",
+                self.addr
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// kill -9: the server is gone until `restart`.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,657 @@
+//! Object storage end to end, through the real binary: local directories, a real S3 server
+//! (SeaweedFS from scripts/s3.sh), pyarrow-written and pyarrow-read Parquet, the producer into a
+//! real Kafka-protocol broker, an S3 outage, bad objects, and the whole stack from
+//! examples/stack.toml.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::kafka::{self, create_topic, header, read_topic_with, unique};
+use common::s3::{self, with_credentials};
+use common::{error_line, json_lines, plugin, runtime, stderr, stdout};
+
+use serde_json::Value;
+
+/// Runs the runtime (with S3 credentials) to the end.
+fn run(args: &[&str]) -> std::process::Output {
+    with_credentials(&mut runtime())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("runtime runs")
+}
+
+/// Runs the runtime (with S3 credentials) with `input` on stdin.
+fn run_with_input(args: &[&str], input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = with_credentials(&mut runtime())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("runtime starts");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Session ids, each with how often it occurs (mock timestamps follow the clock, ids do not).
+fn ids(rows: &[Value]) -> HashMap<String, usize> {
+    let mut out = HashMap::new();
+    for r in rows {
+        *out.entry(r["session_id"].as_str().expect("session_id").to_owned())
+            .or_insert(0) += 1;
+    }
+    out
+}
+
+fn ok(out: &std::process::Output) {
+    assert!(out.status.success(), "runtime failed:\n{}", stderr(out));
+}
+
+/// `count` mock sessions with this seed, as the generator writes them.
+fn mock_sessions(seed: u64, count: u64) -> Vec<Value> {
+    let out = run(&[
+        "run",
+        "--plugin",
+        plugin("mock").to_str().unwrap(),
+        "--set",
+        &format!("seed={seed}"),
+        "--rate",
+        "0",
+        "--count",
+        &count.to_string(),
+    ]);
+    ok(&out);
+    json_lines(&stdout(&out))
+}
+
+/// Writes those sessions to `sink` through the runtime.
+fn generate(seed: u64, count: u64, sink: &str) {
+    ok(&run(&[
+        "run",
+        "--plugin",
+        plugin("mock").to_str().unwrap(),
+        "--set",
+        &format!("seed={seed}"),
+        "--rate",
+        "0",
+        "--count",
+        &count.to_string(),
+        "--sink",
+        sink,
+    ]));
+}
+
+/// Every row under `source` (read to the end, progress kept in `state`).
+fn read_all(source: &str, state: &Path) -> Vec<Value> {
+    let out = run(&[
+        "run",
+        "--source",
+        &format!("{source}&follow=false"),
+        "--state",
+        state.to_str().unwrap(),
+    ]);
+    ok(&out);
+    json_lines(&stdout(&out))
+}
+
+fn sorted(mut v: Vec<Value>) -> Vec<Value> {
+    v.sort_by_key(|v| v.to_string());
+    v
+}
+
+fn parquet_rows(bytes: Vec<u8>) -> i64 {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    SerializedFileReader::new(bytes::Bytes::from(bytes))
+        .expect("a Parquet file")
+        .metadata()
+        .file_metadata()
+        .num_rows()
+}
+
+#[test]
+fn local_directory_round_trip_in_both_formats_and_progress_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let expected = mock_sessions(7, 700);
+    let input: String = expected.iter().map(|r| format!("{r}\n")).collect();
+    let expected = sorted(expected);
+    for format in ["parquet", "jsonl"] {
+        let uri = format!("file://{}/{format}?format={format}", dir.path().display());
+        ok(&run_with_input(
+            &["run", "--sink", &format!("{uri}&roll_records=200")],
+            input.as_bytes(),
+        ));
+        let list = || -> Vec<String> {
+            std::fs::read_dir(dir.path().join(format))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .filter(|n| !n.starts_with('.') && !n.starts_with('_'))
+                .collect()
+        };
+        let objects = list();
+        assert_eq!(
+            objects.len(),
+            3,
+            "700 records rolled at 200 (whole batches of 256): {objects:?}"
+        );
+        assert!(objects.iter().all(|n| n.ends_with(&format!(".{format}"))));
+        // Names come from source positions: writing the same input again overwrites.
+        ok(&run_with_input(
+            &["run", "--sink", &format!("{uri}&roll_records=200")],
+            input.as_bytes(),
+        ));
+        assert_eq!(list().len(), objects.len(), "a replay made new objects");
+        // Progress is kept: a second read finds nothing new.
+        let state = dir.path().join(format!("{format}.state"));
+        assert_eq!(sorted(read_all(&uri, &state)), expected, "{format}");
+        assert!(
+            read_all(&uri, &state).is_empty(),
+            "{format}: finished objects were read again"
+        );
+    }
+}
+
+#[test]
+fn parquet_from_pyarrow_is_ingested_and_ours_is_read_by_pyarrow() {
+    let server = s3::server();
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique("pyarrow");
+    let fixture = dir.path().join("sessions.parquet");
+    // A file as the original Python generator wrote it: pandas/pyarrow defaults (snappy), nested
+    // events.
+    let script = r#"
+import json, sys
+import pyarrow as pa, pyarrow.parquet as pq
+rows = [{"session_id": f"s{i}", "user_id": f"u{i % 7}", "latitude": 39.0 + i / 8, "longitude": 22.0,
+         "timestamp": 1700000000 + i, "clicks": i, "premium": i % 2 == 0,
+         "events": [{"event_type": "login", "timestamp": 1700000000 + i},
+                    {"event_type": "logout", "timestamp": 1700000100 + i}]} for i in range(50)]
+pq.write_table(pa.Table.from_pylist(rows), sys.argv[1])
+print(json.dumps(rows))
+"#;
+    let out = Command::new(s3::python())
+        .args(["-c", script])
+        .arg(&fixture)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    s3::put(&server, &format!("{prefix}/in/sessions.parquet"), &fixture);
+
+    let source = s3::uri(&server, &format!("{prefix}/in"), "format=parquet");
+    assert_eq!(
+        sorted(read_all(&source, &dir.path().join("state"))),
+        sorted(rows.clone())
+    );
+
+    // The other way: JSON lines in, a Sluice-written Parquet object, pyarrow reads it back.
+    let input: String = rows.iter().map(|r| format!("{r}\n")).collect();
+    let sink = s3::uri(&server, &format!("{prefix}/out"), "format=parquet");
+    ok(&run_with_input(&["run", "--sink", &sink], input.as_bytes()));
+    let object = s3::get(&server, &format!("{prefix}/out/stdin-000000000001.parquet"))
+        .expect("the object is named after its first record's position");
+    let ours = dir.path().join("ours.parquet");
+    std::fs::write(&ours, object).unwrap();
+    let read_back = r#"
+import json, sys
+import pyarrow.parquet as pq
+print(json.dumps(pq.read_table(sys.argv[1]).to_pylist()))
+"#;
+    let out = Command::new(s3::python())
+        .args(["-c", read_back])
+        .arg(&ours)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pyarrow cannot read ours: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let back: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(back, rows);
+}
+
+/// The generator writes objects; the producer moves their rows into Kafka, keyed by user.
+#[test]
+fn bucket_to_kafka_exactly_once_and_a_restarted_producer_finishes_the_half_done_object() {
+    let (server, broker) = (s3::server(), kafka::broker());
+    let prefix = unique("raw");
+    let raw = s3::uri(&server, &prefix, "format=parquet");
+    generate(11, 5000, &format!("{raw}&roll_records=1000"));
+    let topic = unique("user_sessions");
+    create_topic(&broker, &topic, 4);
+    let (source, producer_wasm) = (format!("{raw}&follow=false"), plugin("producer"));
+    let sink = kafka::sink_uri(&broker, &topic);
+    let producer = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "--source",
+            &source,
+            "--plugin",
+            producer_wasm.to_str().unwrap(),
+            "--sink",
+            &sink,
+        ];
+        args.extend_from_slice(extra);
+        ok(&run(&args));
+    };
+    // Stopped (gracefully) in the middle of the third object, then run again to the end.
+    producer(&["--count", "2300"]);
+    let progress: Value = serde_json::from_slice(
+        &s3::get(&server, &format!("{prefix}/_sluice/sluice.progress.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(progress["done"].as_array().unwrap().len(), 2, "{progress}");
+    assert_eq!(
+        progress["partial"].as_object().unwrap().values().next(),
+        Some(&Value::from(2300 - 2048)),
+        "{progress}"
+    );
+    producer(&[]);
+
+    let read = read_topic_with(
+        &broker,
+        &topic,
+        5000,
+        Duration::from_secs(2),
+        Duration::from_secs(60),
+        |m| {
+            use rdkafka::message::Message;
+            let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
+            let value: Value = serde_json::from_slice(m.payload().unwrap_or_default()).unwrap();
+            (key, value, header(m, "source-object"))
+        },
+    );
+    let mut seen = HashMap::new();
+    for (key, value, object) in &read {
+        assert_eq!(
+            key.as_deref(),
+            value["user_id"].as_str(),
+            "keyed by user_id"
+        );
+        assert!(
+            object.as_ref().is_some_and(|o| o.starts_with(&prefix)),
+            "{object:?}"
+        );
+        *seen
+            .entry(value["session_id"].as_str().unwrap().to_owned())
+            .or_insert(0) += 1;
+    }
+    let expected: BTreeSet<String> = mock_sessions(11, 5000)
+        .iter()
+        .map(|s| s["session_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(seen.keys().cloned().collect::<BTreeSet<_>>(), expected);
+    assert!(
+        seen.values().all(|&n| n == 1),
+        "duplicates: {}",
+        seen.values().filter(|&&n| n > 1).count()
+    );
+}
+
+/// kill -9 of the producer mid-stream: objects it had finished are not sent again; the rest is
+/// sent at least once.
+#[test]
+fn producer_killed_mid_stream_resends_nothing_finished() {
+    let (server, broker) = (s3::server(), kafka::broker());
+    let prefix = unique("raw-kill");
+    let raw = s3::uri(&server, &prefix, "format=parquet");
+    let total = 60_000u64;
+    generate(12, total, &format!("{raw}&roll_records=2000"));
+    let topic = unique("user_sessions_kill");
+    create_topic(&broker, &topic, 4);
+    let source = format!("{raw}&follow=false");
+    let args = |batch: &'static str| {
+        vec![
+            "run".to_owned(),
+            "--source".into(),
+            source.clone(),
+            "--plugin".into(),
+            plugin("producer").display().to_string(),
+            "--sink".into(),
+            kafka::sink_uri(&broker, &topic),
+            "--batch-size".into(),
+            batch.into(),
+        ]
+    };
+    // Small batches, so that it is still running when killed.
+    let mut first: Child = with_credentials(&mut runtime())
+        .args(args("8"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let progress_key = format!("{prefix}/_sluice/sluice.progress.json");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let done_at_kill = loop {
+        let done = s3::get(&server, &progress_key)
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .map_or(0, |p| p["done"].as_array().map_or(0, Vec::len));
+        if done >= 2 || Instant::now() > deadline || first.try_wait().unwrap().is_some() {
+            break done;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = first.kill();
+    first.wait().unwrap();
+    let progress: Value =
+        serde_json::from_slice(&s3::get(&server, &progress_key).unwrap()).unwrap();
+    let finished: Vec<String> = progress["done"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_owned())
+        .collect();
+    assert!(finished.len() >= done_at_kill);
+    let out = with_credentials(&mut runtime())
+        .args(args("256"))
+        .output()
+        .unwrap();
+    ok(&out);
+
+    let read = read_topic_with(
+        &broker,
+        &topic,
+        total as usize,
+        Duration::from_secs(2),
+        Duration::from_secs(90),
+        |m| {
+            use rdkafka::message::Message;
+            let value: Value = serde_json::from_slice(m.payload().unwrap_or_default()).unwrap();
+            (
+                value["session_id"].as_str().unwrap().to_owned(),
+                header(m, "source-object").unwrap(),
+            )
+        },
+    );
+    let sessions: BTreeSet<&str> = read.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(sessions.len() as u64, total, "records lost");
+    let mut per_object: HashMap<&str, i64> = HashMap::new();
+    for (_, object) in &read {
+        *per_object.entry(object.as_str()).or_insert(0) += 1;
+    }
+    for key in &finished {
+        let rows = parquet_rows(s3::get(&server, key).unwrap());
+        assert_eq!(
+            per_object.get(key.as_str()),
+            Some(&rows),
+            "{key} was finished before the kill and sent again"
+        );
+    }
+    eprintln!(
+        "kill -9 after {} finished objects: {} records read for {total}, {} duplicates",
+        finished.len(),
+        read.len(),
+        read.len() as u64 - total
+    );
+}
+
+#[test]
+fn an_s3_outage_of_10_s_is_retried_and_loses_nothing() {
+    let mut server = s3::PrivateServer::start();
+    let prefix = unique("outage");
+    let sink = s3::uri(&server.addr, &prefix, "format=jsonl&roll=300ms");
+    let dir = tempfile::tempdir().unwrap();
+    let log = std::fs::File::create(dir.path().join("log")).unwrap();
+    let mut generator = with_credentials(&mut runtime())
+        .args([
+            "run",
+            "--plugin",
+            plugin("mock").to_str().unwrap(),
+            "--set",
+            "seed=5",
+        ])
+        .args(["--rate", "1000", "--count", "8000", "--sink", &sink])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    server.kill();
+    std::thread::sleep(Duration::from_secs(10));
+    server.restart();
+    let status = generator.wait().unwrap();
+    let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
+    assert!(status.success(), "{log}");
+    assert!(
+        log.contains("retrying in"),
+        "the outage was not noticed:\n{log}"
+    );
+    let rows = read_all(
+        &s3::uri(&server.addr, &prefix, "format=jsonl"),
+        &dir.path().join("state"),
+    );
+    let (got, expected) = (ids(&rows), ids(&mock_sessions(5, 8000)));
+    assert_eq!(got.len(), expected.len(), "records lost");
+    assert!(got.keys().all(|k| expected.contains_key(k)));
+    eprintln!("S3 outage: {} duplicates", rows.len() - expected.len());
+}
+
+#[test]
+fn a_large_object_is_uploaded_in_parts_and_read_back_whole() {
+    let server = s3::server();
+    let prefix = unique("large");
+    let rows = mock_sessions(21, 40_000);
+    let input: String = rows.iter().map(|r| format!("{r}\n")).collect();
+    assert!(input.len() > 16 << 20, "more than the multipart threshold");
+    let uri = s3::uri(&server, &prefix, "format=jsonl");
+    ok(&run_with_input(
+        &[
+            "run",
+            "--sink",
+            &format!("{uri}&roll_records=100000&roll_bytes=1GiB"),
+        ],
+        input.as_bytes(),
+    ));
+    let object =
+        s3::get(&server, &format!("{prefix}/stdin-000000000001.jsonl")).expect("one object");
+    assert_eq!(object, input.as_bytes());
+}
+
+#[test]
+fn bad_objects_are_named_and_handled_by_policy() {
+    let server = s3::server();
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = unique("bad");
+    // Parquet: one good object, one that is not Parquet at all.
+    let parquet = s3::uri(&server, &format!("{prefix}/pq"), "format=parquet");
+    generate(3, 100, &parquet);
+    let garbage = dir.path().join("garbage");
+    std::fs::write(&garbage, b"PAR1 this is not a parquet file PAR1").unwrap();
+    s3::put(
+        &server,
+        &format!("{prefix}/pq/zz-corrupt.parquet"),
+        &garbage,
+    );
+    let read = |uri: &str, state: &str, policy: &str| {
+        run(&[
+            "run",
+            "--source",
+            &format!("{uri}&follow=false"),
+            "--on-error",
+            policy,
+            "--state",
+            dir.path().join(state).to_str().unwrap(),
+        ])
+    };
+    let out = read(&parquet, "pq-fail", "fail");
+    assert!(!out.status.success());
+    let e = error_line(&out);
+    assert!(
+        e.contains(&format!("{prefix}/pq/zz-corrupt.parquet#0"))
+            && e.contains("not a readable Parquet file"),
+        "{e}"
+    );
+    assert_eq!(
+        json_lines(&stdout(&out)).len(),
+        100,
+        "the good object's rows still come out"
+    );
+    let out = read(&parquet, "pq-skip", "skip");
+    ok(&out);
+    assert_eq!(json_lines(&stdout(&out)).len(), 100);
+    assert!(
+        stderr(&out).contains("zz-corrupt.parquet"),
+        "{}",
+        stderr(&out)
+    );
+
+    // JSON lines: a non-JSON line in the middle.
+    let lines = dir.path().join("lines.jsonl");
+    std::fs::write(&lines, "{\"a\":1}\nnot json\n\n{\"a\":2}\n").unwrap();
+    s3::put(&server, &format!("{prefix}/jl/x.jsonl"), &lines);
+    let jsonl = s3::uri(&server, &format!("{prefix}/jl"), "format=jsonl");
+    let out = read(&jsonl, "jl-fail", "fail");
+    let e = error_line(&out);
+    assert!(
+        e.contains(&format!("{prefix}/jl/x.jsonl#1")) && e.contains("line 2: invalid JSON"),
+        "{e}"
+    );
+    assert_eq!(stdout(&out), "{\"a\":1}\n");
+    let out = read(&jsonl, "jl-skip", "skip");
+    ok(&out);
+    assert_eq!(stdout(&out), "{\"a\":1}\n{\"a\":2}\n");
+
+    // Wrong credentials and a missing bucket: one line naming the URI.
+    let out = with_credentials(&mut runtime())
+        .env("AWS_SECRET_ACCESS_KEY", "wrong")
+        .args(["run", "--source", &jsonl])
+        .output()
+        .unwrap();
+    let e = error_line(&out);
+    assert!(
+        e.contains(&format!("s3://{}/{prefix}/jl", s3::BUCKET))
+            && e.contains("access denied: check AWS_ACCESS_KEY_ID"),
+        "{e}"
+    );
+    let missing = format!(
+        "s3://no-such-bucket-{}/x?endpoint=http://{server}",
+        std::process::id()
+    );
+    let e = error_line(&run(&["run", "--source", &missing]));
+    assert!(
+        e.contains("no-such-bucket") && e.contains("the bucket does not exist"),
+        "{e}"
+    );
+    let e = error_line(
+        &runtime()
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .args(["run", "--source", &jsonl])
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        e.contains("no S3 credentials: set AWS_ACCESS_KEY_ID"),
+        "{e}"
+    );
+}
+
+/// examples/stack.toml as shipped, on embedded defaults, for 30 s.
+#[test]
+fn the_stack_runs_on_embedded_defaults_and_counts_match_at_every_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let stack = std::fs::read_to_string(repo.join("examples/stack.toml")).unwrap();
+    // The same file, next to its own data, with the plugins where this build put them.
+    let plugins = common::target_dir().join("wasm32-wasip2/release");
+    let stack = stack
+        .replace("../target/wasm32-wasip2/release", plugins.to_str().unwrap())
+        .replace("file://../data/", "file://data/");
+    std::fs::write(dir.path().join("stack.toml"), stack).unwrap();
+    let log_path = dir.path().join("log");
+    let mut child = runtime()
+        .args([
+            "run",
+            "--config",
+            dir.path().join("stack.toml").to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(30));
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(status.success(), "{log}");
+    let done = |pipeline: &str| -> (u64, u64) {
+        let line = log
+            .lines()
+            .find(|l| l.contains(&format!("pipeline{{name={pipeline}}}")) && l.contains(" done "))
+            .unwrap_or_else(|| panic!("no end line for {pipeline}:\n{log}"));
+        let field = |name: &str| -> u64 {
+            let at = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
+            line[at..]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        (field("records_in"), field("records_out"))
+    };
+    let rows_in = |bucket: &str| -> (usize, i64) {
+        let files: Vec<_> = std::fs::read_dir(dir.path().join("data").join(bucket))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        let parquet: Vec<_> = files
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+            .collect();
+        (
+            parquet.len(),
+            parquet
+                .into_iter()
+                .map(|p| parquet_rows(std::fs::read(p).unwrap()))
+                .sum(),
+        )
+    };
+    let (generated_in, generated) = done("generator");
+    let (produced_in, produced) = done("producer");
+    let (enriched_in, enriched) = done("enrich");
+    let (archived_in, archived) = done("archive");
+    let (raw_objects, raw_rows) = rows_in("analytics-raw-data");
+    let (processed_objects, processed_rows) = rows_in("analytics-processed");
+    eprintln!(
+        "generated {generated} in {raw_objects} objects, produced {produced}, enriched {enriched}, archived {archived} in {processed_objects} objects"
+    );
+    assert_eq!(generated_in, generated);
+    assert!(raw_objects >= 2, "a file every 10 s: {raw_objects} in 30 s");
+    assert_eq!(
+        raw_rows as u64, generated,
+        "every generated record is in the raw bucket"
+    );
+    assert!(produced > 0 && produced_in == produced && produced <= generated);
+    assert_eq!((enriched_in, enriched), (produced, produced));
+    assert_eq!((archived_in, archived), (enriched, enriched));
+    assert_eq!(
+        processed_rows as u64, archived,
+        "every enriched record is in the processed bucket"
+    );
+    // The producer finished every object it started: its progress names them all done.
+    let progress: Value = serde_json::from_slice(
+        &std::fs::read(
+            dir.path()
+                .join("data/analytics-raw-data/_sluice/sluice.progress.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        progress["partial"].as_object().unwrap().is_empty(),
+        "{progress}"
+    );
+}
