@@ -68,7 +68,8 @@ start() {
   mkdir -p "$dir"
   if [ -z "$data" ]; then data="$dir/data"; rm -rf "$data"; fi
   mkdir -p "$data"
-  # Its other ports are chosen from the S3 port so that several servers can run side by side.
+  # Its other ports derive from the S3 port (weed adds 10000 for gRPC ports), so servers on
+  # ports 500 apart can run side by side.
   (cd "$dir" && AWS_ACCESS_KEY_ID=admin AWS_SECRET_ACCESS_KEY=password exec "$weed" mini \
     -dir="$data" -ip=127.0.0.1 -ip.bind=127.0.0.1 -s3.port="$port" -bucket=sluice-test \
     -master.port=$((port + 10333)) -volume.port=$((port + 9080)) -filer.port=$((port + 9888)) \

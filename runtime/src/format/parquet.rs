@@ -80,6 +80,18 @@ impl ColumnEncoder {
     /// Converts `values` to one record batch; values that are not JSON objects or do not fit
     /// the schema are left out and returned with the reason.
     pub fn encode(&mut self, values: &[&[u8]]) -> (Option<RecordBatch>, Vec<Misfit>) {
+        // The common case: every value fits the known columns; decode the bytes directly.
+        if let Some(schema) = &self.schema {
+            if let Some(batch) = decode_bytes(schema, values) {
+                return (Some(batch), Vec::new());
+            }
+        }
+        self.encode_each(values)
+    }
+
+    /// The slow path: parse each value, infer the columns if there are none yet, and find the
+    /// values that do not fit.
+    fn encode_each(&mut self, values: &[&[u8]]) -> (Option<RecordBatch>, Vec<Misfit>) {
         let mut misfits = Vec::new();
         let mut parsed: Vec<(usize, serde_json::Value)> = Vec::with_capacity(values.len());
         for (i, v) in values.iter().enumerate() {
@@ -133,6 +145,34 @@ impl ColumnEncoder {
             }
         }
     }
+}
+
+/// All of `values` as one batch, straight from their bytes; `None` if any of them is not one
+/// JSON object fitting the columns (the caller then finds which).
+fn decode_bytes(schema: &SchemaRef, values: &[&[u8]]) -> Option<RecordBatch> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut decoder = ReaderBuilder::new(schema.clone())
+        .with_batch_size(values.len())
+        .with_strict_mode(true)
+        .build_decoder()
+        .ok()?;
+    let mut buf = Vec::with_capacity(values.iter().map(|v| v.len() + 1).sum());
+    for v in values {
+        if v.trim_ascii_start().first() != Some(&b'{') {
+            return None;
+        }
+        buf.extend_from_slice(v);
+        buf.push(b'\n');
+    }
+    let read = decoder.decode(&buf).ok()?;
+    if read != buf.len() {
+        return None;
+    }
+    let batch = decoder.flush().ok()??;
+    // A value holding two objects would shift every row after it.
+    (batch.num_rows() == values.len()).then_some(batch)
 }
 
 fn sort(mut misfits: Vec<Misfit>) -> Vec<Misfit> {
@@ -219,6 +259,10 @@ mod tests {
         assert_eq!(batch.unwrap().num_rows(), 1);
         assert_eq!(misfits.iter().map(|m| m.0).collect::<Vec<_>>(), [1, 2]);
         assert!(misfits[0].1.contains("does not fit"), "{misfits:?}");
+        // Two objects in one value are one misfit, not two rows.
+        let (batch, misfits) = enc.encode(&[br#"{"a":4}"#, br#"{"a":5} {"a":6}"#]);
+        assert_eq!(batch.unwrap().num_rows(), 1);
+        assert_eq!(misfits.len(), 1, "{misfits:?}");
     }
 
     #[test]
