@@ -157,6 +157,38 @@ fn local_directory_round_trip_in_both_formats_and_progress_is_kept() {
 }
 
 #[test]
+fn parquet_columns_can_be_given_by_example_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let examples = dir.path().join("examples.jsonl");
+    std::fs::write(&examples, "{\"id\":1,\"name\":\"a\",\"score\":0.5}\n").unwrap();
+    let uri = format!(
+        "file://{}/out?format=parquet&schema={}",
+        dir.path().display(),
+        examples.display()
+    );
+    // The records lack `score` (a column anyway) and one has a field the examples do not.
+    let out = run_with_input(
+        &["run", "--sink", &uri, "--on-error", "skip"],
+        b"{\"id\":2,\"name\":\"b\"}\n{\"id\":3,\"name\":\"c\",\"extra\":true}\n",
+    );
+    ok(&out);
+    assert!(
+        stderr(&out).contains("stdin:2") && stderr(&out).contains("does not fit the columns"),
+        "{}",
+        stderr(&out)
+    );
+    let object = std::fs::read(dir.path().join("out/stdin-000000000001.parquet")).unwrap();
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let reader = SerializedFileReader::new(bytes::Bytes::from(object)).unwrap();
+    let meta = reader.metadata().file_metadata();
+    assert_eq!((meta.num_rows(), meta.schema_descr().num_columns()), (1, 3));
+
+    std::fs::write(&examples, "not json\n").unwrap();
+    let e = error_line(&run_with_input(&["run", "--sink", &uri], b"{}\n"));
+    assert!(e.contains("examples.jsonl: line 1: invalid JSON"), "{e}");
+}
+
+#[test]
 fn parquet_from_pyarrow_is_ingested_and_ours_is_read_by_pyarrow() {
     let server = s3::server();
     let dir = tempfile::tempdir().unwrap();
@@ -653,5 +685,106 @@ fn the_stack_runs_on_embedded_defaults_and_counts_match_at_every_stage() {
     assert!(
         progress["partial"].as_object().unwrap().is_empty(),
         "{progress}"
+    );
+}
+
+/// The same examples/stack.toml against the real broker and S3 server: only endpoints change.
+#[test]
+fn the_stack_runs_against_kafka_and_s3_by_changing_only_endpoints() {
+    let (server, broker) = (s3::server(), kafka::broker());
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let plugins = common::target_dir().join("wasm32-wasip2/release");
+    let stack = std::fs::read_to_string(repo.join("examples/stack.toml"))
+        .unwrap()
+        .replace("../target/wasm32-wasip2/release", plugins.to_str().unwrap());
+    std::fs::write(dir.path().join("stack.toml"), stack).unwrap();
+    let prefix = unique("stack");
+    let (sessions, processed) = (unique("user_sessions"), unique("processed_sessions"));
+    create_topic(&broker, &sessions, 2);
+    create_topic(&broker, &processed, 2);
+    let group = |topic: &str, g: &str| {
+        format!("kafka://{broker}/{topic}?group={g}&prop.session.timeout.ms=6000")
+    };
+    let log_path = dir.path().join("log");
+    let mut child = with_credentials(&mut runtime())
+        .args([
+            "run",
+            "--config",
+            dir.path().join("stack.toml").to_str().unwrap(),
+        ])
+        .env(
+            "SLUICE_ENDPOINT_RAW_BUCKET",
+            s3::uri(
+                &server,
+                &format!("{prefix}/raw"),
+                "format=parquet&roll=5s&poll=1s",
+            ),
+        )
+        .env(
+            "SLUICE_ENDPOINT_USER_SESSIONS",
+            group(&sessions, &unique("enrich")),
+        )
+        .env(
+            "SLUICE_ENDPOINT_PROCESSED_SESSIONS",
+            group(&processed, &unique("archive")),
+        )
+        .args([
+            "--endpoint",
+            &format!(
+                "processed_bucket={}",
+                s3::uri(
+                    &server,
+                    &format!("{prefix}/processed"),
+                    "format=parquet&roll=5s"
+                )
+            ),
+        ])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(25));
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(status.success(), "{log}");
+    assert!(
+        !dir.path().join("data").exists(),
+        "nothing went to the embedded defaults"
+    );
+    let archived = read_all(
+        &s3::uri(&server, &format!("{prefix}/processed"), "format=parquet"),
+        &dir.path().join("state"),
+    );
+    assert!(
+        !archived.is_empty(),
+        "nothing reached the processed bucket:\n{log}"
+    );
+    for row in &archived {
+        assert!(
+            row["country"].is_string() && row["status"].is_string(),
+            "not enriched: {row}"
+        );
+    }
+    let in_topic = read_topic_with(
+        &broker,
+        &processed,
+        archived.len(),
+        Duration::from_secs(1),
+        Duration::from_secs(30),
+        |m| {
+            use rdkafka::message::Message;
+            let v: Value = serde_json::from_slice(m.payload().unwrap_or_default()).unwrap();
+            v["session_id"].as_str().unwrap().to_owned()
+        },
+    );
+    let in_topic: BTreeSet<String> = in_topic.into_iter().collect();
+    assert!(
+        ids(&archived).keys().all(|id| in_topic.contains(id)),
+        "archived rows came through processed_sessions"
     );
 }

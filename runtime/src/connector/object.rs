@@ -65,6 +65,9 @@ pub struct ObjectUri {
     pub follow: bool,
     /// Source: whose progress this is (several pipelines may read one prefix).
     pub group: String,
+    /// Parquet sink: example records (JSON lines) to take the columns from, instead of the
+    /// first batch.
+    pub schema: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -166,8 +169,9 @@ impl ObjectUri {
             Some(v) => bail!("`{uri}`: follow={v}: use follow=true (keep listing) or follow=false (stop after the objects there now)"),
         };
         let group = take("group").unwrap_or_else(|| "sluice".to_owned());
+        let schema = take("schema").map(PathBuf::from);
         if let Some(k) = params.keys().next() {
-            bail!("`{uri}`: unknown parameter `{k}` (known: endpoint, region, access_key_id, secret_access_key, path_style, format, roll, roll_records, roll_bytes, poll, follow, group)");
+            bail!("`{uri}`: unknown parameter `{k}` (known: endpoint, region, access_key_id, secret_access_key, path_style, format, roll, roll_records, roll_bytes, poll, follow, group, schema)");
         }
         let mut prefix = prefix.trim_matches('/').to_owned();
         if !prefix.is_empty() {
@@ -184,6 +188,7 @@ impl ObjectUri {
             poll,
             follow,
             group,
+            schema,
         })
     }
 
@@ -437,11 +442,25 @@ struct Pending {
 
 impl ObjectSink {
     pub async fn open(uri: &ObjectUri) -> Result<Self> {
+        let columns = match &uri.schema {
+            None => pq::ColumnEncoder::default(),
+            Some(path) => {
+                let examples = std::fs::read(path).with_context(|| {
+                    format!(
+                        "{}: cannot read the schema examples {}",
+                        uri.display,
+                        path.display()
+                    )
+                })?;
+                pq::ColumnEncoder::from_examples(&examples)
+                    .map_err(|e| anyhow!("{}: schema {}: {e}", uri.display, path.display()))?
+            }
+        };
         let op = uri.open().await?;
         let shared = Arc::new(SinkShared {
             uri: uri.clone(),
             op,
-            columns: Mutex::new(pq::ColumnEncoder::default()),
+            columns: Mutex::new(columns),
             uploads: Semaphore::new(UPLOADS_PER_WORKER),
         });
         Ok(Self::with(shared))

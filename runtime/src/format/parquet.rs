@@ -73,6 +73,30 @@ pub struct ColumnEncoder {
 pub type Misfit = (usize, String);
 
 impl ColumnEncoder {
+    /// Columns inferred from example records (JSON objects, one per line) instead of from the
+    /// first batch written.
+    pub fn from_examples(lines: &[u8]) -> Result<Self, String> {
+        let mut values = Vec::new();
+        for (n, line) in lines.split(|&b| b == b'\n').enumerate() {
+            if line.trim_ascii().is_empty() {
+                continue;
+            }
+            match serde_json::from_slice::<serde_json::Value>(line) {
+                Ok(v @ serde_json::Value::Object(_)) => values.push(v),
+                Ok(_) => return Err(format!("line {}: not a JSON object", n + 1)),
+                Err(e) => return Err(format!("line {}: invalid JSON: {e}", n + 1)),
+            }
+        }
+        if values.is_empty() {
+            return Err("no example records: give at least one JSON object".to_owned());
+        }
+        let schema = infer_json_schema_from_iterator(values.iter().map(Ok))
+            .map_err(|e| format!("no columns fit the examples: {e}"))?;
+        Ok(ColumnEncoder {
+            schema: Some(Arc::new(schema)),
+        })
+    }
+
     pub fn schema(&self) -> Option<&SchemaRef> {
         self.schema.as_ref()
     }
@@ -263,6 +287,22 @@ mod tests {
         let (batch, misfits) = enc.encode(&[br#"{"a":4}"#, br#"{"a":5} {"a":6}"#]);
         assert_eq!(batch.unwrap().num_rows(), 1);
         assert_eq!(misfits.len(), 1, "{misfits:?}");
+    }
+
+    #[test]
+    fn columns_from_examples() {
+        let mut enc =
+            ColumnEncoder::from_examples(b"{\"a\":1,\"b\":\"x\"}\n\n{\"a\":2,\"c\":1.5}\n")
+                .unwrap();
+        // A first batch without `c` still gets the column (null).
+        let (batch, misfits) = enc.encode(&[br#"{"a":3}"#]);
+        assert!(misfits.is_empty());
+        assert_eq!(batch.unwrap().num_columns(), 3);
+        let e = ColumnEncoder::from_examples(b"{\"a\":1}\n[1]\n")
+            .err()
+            .unwrap();
+        assert_eq!(e, "line 2: not a JSON object");
+        assert!(ColumnEncoder::from_examples(b"\n").is_err());
     }
 
     #[test]
