@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PLUGINS=(-p mock -p enrich -p identity -p testkit -p producer)
+PLUGINS=(-p mock -p enrich -p enrich-next -p identity -p testkit -p producer)
 CARGO_COMPONENT_VERSION=0.21.1
 
 installed_targets=$(rustup target list --installed)

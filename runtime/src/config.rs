@@ -75,6 +75,28 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..))]
     pub batch_deadline_ms: u64,
 
+    /// Swap in a plugin's new version when its file changes (atomic rename or in-place write).
+    #[arg(long)]
+    pub watch: bool,
+
+    /// Serve the admin API (list versions, upload a new one, roll back) on this loopback
+    /// address, e.g. 127.0.0.1:9901. Off unless given.
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<String>,
+
+    /// Roll a freshly swapped-in version back by itself when more than this fraction of the
+    /// records it processed failed...
+    #[arg(long, default_value_t = 0.5, value_parser = parse_fraction)]
+    pub rollback_failure_rate: f64,
+
+    /// ...within its first this many records...
+    #[arg(long, default_value_t = 1000)]
+    pub rollback_window_records: u64,
+
+    /// ...or this many seconds, whichever ends first.
+    #[arg(long, default_value_t = 30)]
+    pub rollback_window_secs: u64,
+
     /// Where compiled plugins are cached (default: $XDG_CACHE_HOME/sluice or ~/.cache/sluice).
     #[arg(long, env = "SLUICE_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
@@ -99,7 +121,26 @@ pub struct PipelineSpec {
     pub state: Option<PathBuf>,
 }
 
+impl RunArgs {
+    pub fn rollback_policy(&self) -> crate::plugin::RollbackPolicy {
+        crate::plugin::RollbackPolicy {
+            max_failure_rate: self.rollback_failure_rate,
+            window_records: self.rollback_window_records,
+            window: Duration::from_secs(self.rollback_window_secs),
+        }
+    }
+}
+
 impl PipelineSpec {
+    /// The spec with plugin files and settings left out: what SIGHUP cannot change in place.
+    pub fn shape(&self) -> PipelineSpec {
+        PipelineSpec {
+            plugins: Vec::new(),
+            settings: Vec::new(),
+            ..self.clone()
+        }
+    }
+
     pub fn limits(&self) -> Limits {
         Limits {
             memory_bytes: (self.memory_limit_mib as usize) << 20,
@@ -309,6 +350,15 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
         _ => Err(format!(
             "`{s}` is not KEY=VALUE (for example --set seed=42)"
+        )),
+    }
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!(
+            "`{s}` is not a fraction: give a number from 0 to 1 (0.5 = half)"
         )),
     }
 }

@@ -1,6 +1,7 @@
 //! Sluice: a stream-processing runtime whose business logic lives in WebAssembly plugins.
 //! `main.rs` parses the command line and calls [`run`] or [`inspect`].
 
+pub mod admin;
 pub mod config;
 pub mod connector;
 pub mod format;
@@ -18,22 +19,35 @@ use tracing::Instrument;
 use config::{PipelineSpec, RunArgs};
 use connector::{generator::PluginSource, Source, SourceOptions};
 use pipeline::{Pipeline, Stats};
-use plugin::{ArtifactCache, PluginEngine, SourceInstance, World};
+use plugin::{ArtifactCache, PluginEngine, PluginSlot, SourceInstance, World};
 
 /// Loads the plugins, opens the endpoints of every pipeline (one from the command line, or all
 /// of a pipelines file) and runs them until their inputs end, `count` is reached or
 /// SIGINT/SIGTERM arrives. Returns each pipeline's name and figures.
 pub async fn run(args: RunArgs) -> Result<Vec<(String, Stats)>> {
     let specs = args.pipelines()?;
-    let engine = Arc::new(PluginEngine::new(
-        args.cache_dir
-            .clone()
-            .unwrap_or_else(ArtifactCache::default_dir),
-    )?);
+    let cache_dir = args
+        .cache_dir
+        .clone()
+        .unwrap_or_else(ArtifactCache::default_dir);
+    let engine = Arc::new(PluginEngine::new(cache_dir.clone())?);
     // Every plugin of every pipeline loads (and `init`s) before anything is read.
     let mut loaded = Vec::new();
     for spec in &specs {
-        loaded.push(load_plugins(&engine, spec)?);
+        loaded.push(load_plugins(&engine, spec, args.rollback_policy())?);
+    }
+    let slots: Vec<Arc<PluginSlot>> = loaded.iter().flat_map(|(_, s)| s.iter().cloned()).collect();
+    // Reloading is armed before the admin API answers: once it does, every trigger works.
+    reload_on_sighup(args.clone(), specs.clone(), slots.clone())?;
+    if args.watch {
+        tokio::spawn(plugin::watch_files(slots.clone()));
+    }
+    if let Some(addr) = &args.admin {
+        let admin = Arc::new(admin::Admin {
+            slots,
+            uploads: cache_dir.join("uploads"),
+        });
+        admin::serve(addr, admin).await?;
     }
     let mut shutdown = shutdown_signal()?;
     // Opening waits for unreachable brokers (retrying with backoff); a signal ends the wait.
@@ -148,10 +162,15 @@ fn pipeline_context(specs: &[PipelineSpec], spec: &PipelineSpec) -> String {
     }
 }
 
-type Loaded = (Option<Box<dyn Source>>, Vec<Arc<plugin::Plugin>>);
+type Loaded = (Option<Box<dyn Source>>, Vec<Arc<PluginSlot>>);
 
-/// Loads a pipeline's plugins: the first may be a source, the rest are transforms.
-fn load_plugins(engine: &Arc<PluginEngine>, spec: &PipelineSpec) -> Result<Loaded> {
+/// Loads a pipeline's plugins: the first may be a source, the rest are transforms, each in a
+/// slot that can swap it for a new version.
+fn load_plugins(
+    engine: &Arc<PluginEngine>,
+    spec: &PipelineSpec,
+    policy: plugin::RollbackPolicy,
+) -> Result<Loaded> {
     let mut source: Option<Box<dyn Source>> = None;
     let mut plugins = Vec::new();
     for (i, path) in spec.plugins.iter().enumerate() {
@@ -174,10 +193,63 @@ fn load_plugins(engine: &Arc<PluginEngine>, spec: &PipelineSpec) -> Result<Loade
                  put it first, or use a transform here",
                 path.display()
             ),
-            World::Transform => plugins.push(plugin),
+            World::Transform => plugins.push(PluginSlot::new(
+                &spec.name,
+                i,
+                plugin,
+                engine.clone(),
+                spec.settings.clone(),
+                policy,
+            )),
         }
     }
     Ok((source, plugins))
+}
+
+/// SIGHUP: reloads every plugin file (and, with --config, the pipelines file: plugin files
+/// and settings change in place; other changes need a restart and are reported).
+fn reload_on_sighup(
+    args: RunArgs,
+    specs: Vec<PipelineSpec>,
+    slots: Vec<Arc<PluginSlot>>,
+) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading plugins");
+            if args.config.is_some() {
+                match args.pipelines() {
+                    Ok(new) => {
+                        let shapes = |s: &[PipelineSpec]| {
+                            s.iter().map(PipelineSpec::shape).collect::<Vec<_>>()
+                        };
+                        if shapes(&new) != shapes(&specs) {
+                            tracing::warn!("the pipelines file changed beyond plugin files and settings; those changes need a restart");
+                        }
+                        for spec in &new {
+                            for slot in slots.iter().filter(|s| s.pipeline == spec.name) {
+                                if let Some(path) = spec.plugins.get(slot.index) {
+                                    if let Ok(mut p) = slot.configured.lock() {
+                                        p.clone_from(path);
+                                    }
+                                    slot.set_settings(spec.settings.clone());
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => tracing::error!(
+                        "SIGHUP: the pipelines file is not valid, nothing changes: {e:#}"
+                    ),
+                }
+            }
+            for slot in &slots {
+                // Errors are logged and counted; the running version stays.
+                let _ = slot.swap(&slot.configured_path(), "sighup").await;
+            }
+        }
+    });
+    Ok(())
 }
 
 /// Turns true at SIGINT or SIGTERM.

@@ -26,11 +26,16 @@ enum Command {
     /// Run a pipeline: a source (a source plugin, stdin or Kafka) -> transform plugins -> a sink
     /// (stdout or Kafka).
     Run(Box<sluice::config::RunArgs>),
-    /// Show a plugin's world, exports, imports, size and sha256.
+    /// Show a plugin's world, exports, imports, size and sha256; or, with --admin, which
+    /// version of each plugin is live in a running `runtime`.
     Inspect {
-        plugin: PathBuf,
+        #[arg(required_unless_present = "admin")]
+        plugin: Option<PathBuf>,
         #[arg(long, env = "SLUICE_CACHE_DIR")]
         cache_dir: Option<PathBuf>,
+        /// The admin address of a running `runtime run --admin ADDR`.
+        #[arg(long, value_name = "ADDR", conflicts_with = "plugin")]
+        admin: Option<String>,
     },
 }
 
@@ -54,11 +59,18 @@ fn main() -> ExitCode {
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(sluice::run(*args)))
             .map(drop),
-        Command::Inspect { plugin, cache_dir } => sluice::inspect(&plugin, cache_dir.as_deref())
-            .and_then(|(report, world)| {
-                print!("{report}");
-                world.map(drop)
-            }),
+        Command::Inspect {
+            plugin: Some(plugin),
+            cache_dir,
+            ..
+        } => sluice::inspect(&plugin, cache_dir.as_deref()).and_then(|(report, world)| {
+            print!("{report}");
+            world.map(drop)
+        }),
+        Command::Inspect { admin, .. } => {
+            sluice::admin::live_versions(admin.as_deref().unwrap_or_default())
+                .map(|report| print!("{report}"))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,7 +7,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::connector::{Ack, BoxFuture, Sink, SinkClosed, Source, SourceBatch};
-use crate::plugin::{BatchError, Plugin, TransformInstance};
+use crate::plugin::{BatchError, PluginSlot, Stage, TransformInstance};
 use crate::record::Record;
 
 /// What happens to a record that fails (bad input, a plugin error or trap, unwritable output).
@@ -54,8 +54,9 @@ impl std::ops::AddAssign for Stats {
 
 pub struct Pipeline {
     pub source: Box<dyn Source>,
-    /// The transform chain; every worker gets its own instances (its own Stores).
-    pub plugins: Vec<Arc<Plugin>>,
+    /// The transform chain; every worker gets its own instances (its own Stores) of each
+    /// slot's live version, and cuts over to a new one at a batch boundary.
+    pub plugins: Vec<Arc<PluginSlot>>,
     pub sink: Box<dyn Sink>,
     pub policy: ErrorPolicy,
     pub batch_size: usize,
@@ -151,7 +152,7 @@ impl Pipeline {
         let chain = self
             .plugins
             .iter()
-            .map(|p| TransformInstance::new(p.clone()))
+            .map(|slot| Stage::new(slot.clone()))
             .collect::<Result<Vec<_>>>()?;
         let sink = self.sink.fork()?;
         let (batches, rx) = mpsc::channel(WORKER_QUEUE);
@@ -169,7 +170,7 @@ impl Pipeline {
 /// the order batches came in, each once the sink says its outputs are durable.
 async fn work(
     mut batches: mpsc::Receiver<SourceBatch>,
-    mut chain: Vec<TransformInstance>,
+    mut chain: Vec<Stage>,
     mut sink: Box<dyn Sink>,
     policy: ErrorPolicy,
 ) -> Result<Stats> {
@@ -234,10 +235,11 @@ async fn work(
     Ok(stats)
 }
 
-/// Runs records through each transform in turn. With `fail`, records after the first failure
-/// are dropped so that only outputs of records before it are written.
+/// Runs records through each transform in turn, each stage on its slot's live version (cut
+/// over here, at the batch boundary). With `fail`, records after the first failure are dropped
+/// so that only outputs of records before it are written.
 pub fn run_chain(
-    stages: &mut [TransformInstance],
+    stages: &mut [Stage],
     mut records: Vec<Record>,
     policy: ErrorPolicy,
 ) -> Result<(Vec<Record>, Vec<Failure>)> {
@@ -246,8 +248,31 @@ pub fn run_chain(
         if records.is_empty() {
             break;
         }
-        let mut result = StageResult::default();
-        isolate(stage, &records, 0, policy == ErrorPolicy::Fail, &mut result)?;
+        if let Some(took) = stage.refresh() {
+            tracing::debug!(pipeline = %stage.slot.pipeline, slot = stage.slot.index, sha256 = %stage.version.plugin.compiled.sha256, cutover_us = took.as_micros() as u64, "cut over");
+        }
+        let result = loop {
+            let mut result = StageResult::default();
+            let stop_at_first = policy == ErrorPolicy::Fail;
+            isolate(&mut stage.instance, &records, 0, stop_at_first, &mut result)?;
+            let seen = match result.failures.first() {
+                Some((i, _)) if result.stopped => *i + 1,
+                _ => records.len(),
+            };
+            stage
+                .slot
+                .observe(&stage.version, seen as u64, result.failures.len() as u64);
+            if stage.version.rolled_back()
+                && stage.refresh().is_some()
+                && !stage.version.rolled_back()
+            {
+                // Its outputs are dropped: the restored version processes the batch instead,
+                // so each record's outputs come from exactly one version.
+                continue;
+            }
+            break result;
+        };
+        let stage = &mut stage.instance;
         let mut stage_failures: Vec<Failure> = result
             .failures
             .into_iter()

@@ -8,11 +8,17 @@
 //! - `LOG`: logs the value through the host at info level, then passes it through;
 //! - `DROP`: filtered out; `TWICE`: emitted twice; `ROUTE`: sent to the output `elsewhere`.
 //!
-//! Config `fail_init=REASON` makes `init` fail with that reason.
+//! Config `fail_init=REASON` makes `init` fail with that reason; `trap_all=true` makes every
+//! record trap (a broken release, for hot-swap rollback tests).
 
 use sluice_sdk::{log, Config, Error, Level, Message};
 
+static TRAP_ALL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 pub fn process(msg: Message<'_>) -> Result<Vec<Message<'_>>, Error> {
+    if TRAP_ALL.load(std::sync::atomic::Ordering::Relaxed) {
+        panic!("testkit was told to trap on every record");
+    }
     let v: &[u8] = &msg.value;
     let v = v
         .strip_prefix(b"\"")
@@ -52,6 +58,10 @@ pub fn process(msg: Message<'_>) -> Result<Vec<Message<'_>>, Error> {
 }
 
 pub fn init(config: &Config) -> Result<(), String> {
+    TRAP_ALL.store(
+        config.get("trap_all") == Some("true"),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     match config.get("fail_init") {
         Some(reason) => Err(reason.to_string()),
         None => Ok(()),

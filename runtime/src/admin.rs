@@ -1,0 +1,204 @@
+//! The admin API, on a loopback address and off unless `--admin ADDR` is given:
+//!
+//! - `GET /pipelines`: every plugin slot of every pipeline with its live version (sha256), load
+//!   time, status (live or probation), earlier versions kept for rollback and swap counters;
+//! - `PUT /pipelines/PIPELINE/plugins/SLOT` with a wasm body: load it, check it, swap it in;
+//!   `SLOT` is the plugin's position in the chain or its file name (`enrich` or `enrich.wasm`);
+//! - `POST /pipelines/PIPELINE/plugins/SLOT/rollback`: the previous version comes back.
+//!
+//! Answers are JSON; a version that fails to load is a 422 with the error, and the running
+//! version stays.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use sha2::{Digest, Sha256};
+
+use crate::plugin::PluginSlot;
+
+/// Largest plugin the API accepts.
+const MAX_UPLOAD: usize = 64 << 20;
+
+pub struct Admin {
+    pub slots: Vec<Arc<PluginSlot>>,
+    /// Uploaded versions are kept here as files (so they reload and cache like any plugin).
+    pub uploads: PathBuf,
+}
+
+/// Binds `addr` (loopback only) and serves until the process ends.
+pub async fn serve(addr: &str, admin: Arc<Admin>) -> Result<SocketAddr> {
+    let addr: SocketAddr = addr
+        .parse()
+        .with_context(|| format!("--admin {addr}: not an address; use e.g. 127.0.0.1:9901"))?;
+    if !addr.ip().is_loopback() {
+        bail!("--admin {addr}: the admin API listens on loopback only (127.0.0.1 or ::1)");
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("--admin {addr}: cannot listen"))?;
+    let bound = listener.local_addr()?;
+    tracing::info!(address = %bound, "admin API listening");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let admin = admin.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let admin = admin.clone();
+                    async move { Ok::<_, std::convert::Infallible>(handle(&admin, req).await) }
+                });
+                if let Err(e) = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await
+                {
+                    tracing::debug!("admin connection: {e}");
+                }
+            });
+        }
+    });
+    Ok(bound)
+}
+
+fn json(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string() + "\n")));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn error(status: StatusCode, message: impl std::fmt::Display) -> Response<Full<Bytes>> {
+    json(status, serde_json::json!({ "error": message.to_string() }))
+}
+
+async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path: Vec<String> = req
+        .uri()
+        .path()
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let path: Vec<&str> = path.iter().map(String::as_str).collect();
+    let method = req.method().clone();
+    match (&method, path.as_slice()) {
+        (&Method::GET, ["pipelines"]) => {
+            let views: Vec<_> = admin.slots.iter().map(|s| s.view()).collect();
+            json(StatusCode::OK, serde_json::json!(views))
+        }
+        (_, ["pipelines", pipeline, "plugins", slot, rest @ ..]) => {
+            let Some(found) = admin
+                .slots
+                .iter()
+                .find(|s| s.pipeline == *pipeline && s.is_named(slot))
+            else {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    format!("no plugin `{slot}` in pipeline `{pipeline}` (GET /pipelines lists them)"),
+                );
+            };
+            match (&method, rest) {
+                (&Method::PUT, []) => upload(admin, found, req).await,
+                (&Method::POST, ["rollback"]) => match found.rollback("asked through the admin API") {
+                    Some(_) => json(StatusCode::OK, serde_json::json!(found.view())),
+                    None => error(StatusCode::CONFLICT, "no previous version to roll back to"),
+                },
+                _ => error(StatusCode::METHOD_NOT_ALLOWED, "use PUT (a new version) or POST .../rollback"),
+            }
+        }
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "unknown path: GET /pipelines, PUT /pipelines/P/plugins/SLOT, POST /pipelines/P/plugins/SLOT/rollback",
+        ),
+    }
+}
+
+async fn upload(
+    admin: &Admin,
+    slot: &Arc<PluginSlot>,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let body = match Limited::new(req.into_body(), MAX_UPLOAD).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "cannot read the upload (at most {} MiB): {e}",
+                    MAX_UPLOAD >> 20
+                ),
+            )
+        }
+    };
+    let sha = Sha256::digest(&body);
+    let hex: String = sha.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    let stem = slot
+        .configured_path()
+        .file_stem()
+        .map_or_else(|| "plugin".to_owned(), |s| s.to_string_lossy().into_owned());
+    let file = admin.uploads.join(format!("{stem}-{hex}.wasm"));
+    let written = std::fs::create_dir_all(&admin.uploads)
+        .and_then(|_| std::fs::write(file.with_extension("tmp"), &body))
+        .and_then(|_| std::fs::rename(file.with_extension("tmp"), &file));
+    if let Err(e) = written {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!(
+                "cannot store the upload in {}: {e}",
+                admin.uploads.display()
+            ),
+        );
+    }
+    match slot.swap(&file, "api").await {
+        Ok(_) => json(StatusCode::OK, serde_json::json!(slot.view())),
+        Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, format!("{e:#}")),
+    }
+}
+
+/// `runtime inspect --admin ADDR`: the live version of every plugin of a running runtime, one
+/// line each.
+pub fn live_versions(addr: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).with_context(|| {
+        format!("--admin {addr}: no runtime answers there (was it started with --admin {addr}?)")
+    })?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET /pipelines HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .with_context(|| format!("--admin {addr}: not an HTTP answer"))?;
+    let views: Vec<serde_json::Value> = serde_json::from_str(body)
+        .with_context(|| format!("--admin {addr}: not the Sluice admin API"))?;
+    let mut out = String::new();
+    for v in views {
+        out += &format!(
+            "{}\t{}\t{}\t{}\t{}\tswaps={} rollbacks={} failed_loads={}\n",
+            v["pipeline"].as_str().unwrap_or_default(),
+            v["index"],
+            v["name"].as_str().unwrap_or_default(),
+            v["sha256"].as_str().unwrap_or_default(),
+            v["status"].as_str().unwrap_or_default(),
+            v["swaps"],
+            v["rollbacks"],
+            v["failed_loads"],
+        );
+    }
+    Ok(out)
+}

@@ -1,0 +1,539 @@
+//! Hot swap through the real binary: the admin API, --watch and SIGHUP, under steady streams
+//! (in-process and through a real Kafka-protocol broker), with broken versions and rollback.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::kafka::{self, create_topic, read_topic_with, unique};
+use common::{plugin, runtime};
+use serde_json::Value;
+
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// (HTTP status, JSON body) of an admin API call.
+fn admin(addr: &str, method: &str, path: &str, body: Option<&Path>) -> (u16, Value) {
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-s",
+        "--max-time",
+        "60",
+        "-o",
+        "-",
+        "-w",
+        "\n%{http_code}",
+        "-X",
+        method,
+    ]);
+    if let Some(file) = body {
+        cmd.arg("--data-binary").arg(format!("@{}", file.display()));
+    }
+    let out = cmd
+        .arg(format!("http://{addr}{path}"))
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text
+        .trim_end()
+        .rsplit_once('\n')
+        .unwrap_or(("", text.trim()));
+    let status = status
+        .parse()
+        .unwrap_or_else(|_| panic!("no answer from {addr}{path}: {text}"));
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+fn wait_for_admin(addr: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the admin API did not come up on {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A pipelines file: the mock generator at `rate` for `count` records into mem://s, then
+/// `transform` to stdout.
+fn stream_config(dir: &Path, transform: &Path, rate: u64, count: u64) -> PathBuf {
+    let file = dir.join("stream.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+[[pipeline]]
+name = "gen"
+plugins = ["{mock}"]
+sink = "mem://s"
+rate = {rate}
+count = {count}
+
+[[pipeline]]
+name = "enrich"
+source = "mem://s"
+plugins = ["{transform}"]
+sink = "stdout"
+"#,
+            mock = plugin("mock").display(),
+            transform = transform.display()
+        ),
+    )
+    .unwrap();
+    file
+}
+
+/// What came out, checked line by line as it streams: each line is one version's shape.
+#[derive(Debug, Default)]
+struct Outputs {
+    v1: u64,
+    v2: u64,
+    sessions: HashSet<String>,
+    duplicates: u64,
+}
+
+fn read_outputs(child: &mut Child) -> JoinHandle<Outputs> {
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        let mut out = Outputs::default();
+        for line in BufReader::with_capacity(1 << 20, stdout).lines() {
+            let line = line.unwrap();
+            let tagged = line.matches(r#""enrich_version":2"#).count();
+            assert!(
+                line.contains(r#""country":"#) && line.contains(r#""status":"#),
+                "not enriched: {line}"
+            );
+            assert!(tagged <= 1, "two versions' shapes in one record: {line}");
+            if tagged == 1 {
+                out.v2 += 1;
+            } else {
+                out.v1 += 1;
+            }
+            let at = line.find(r#""session_id":""#).expect("session_id") + 14;
+            if !out.sessions.insert(line[at..at + 36].to_owned()) {
+                out.duplicates += 1;
+            }
+        }
+        out
+    })
+}
+
+fn spawn(args: &[&str], log: &Path) -> Child {
+    runtime()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+fn log_of(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// Alternates enrich -> enrich_next -> enrich ... `swaps` times, `every` apart.
+fn swap_back_and_forth(addr: &str, pipeline: &str, slot: &str, swaps: usize, every: Duration) {
+    let path = format!("/pipelines/{pipeline}/plugins/{slot}");
+    for i in 0..swaps {
+        let file = if i % 2 == 0 {
+            plugin("enrich_next")
+        } else {
+            plugin("enrich")
+        };
+        let (status, body) = admin(addr, "PUT", &path, Some(&file));
+        assert_eq!(status, 200, "swap {i}: {body}");
+        std::thread::sleep(every);
+    }
+}
+
+#[test]
+fn twenty_swaps_under_a_steady_in_process_stream_lose_and_duplicate_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let total = 1_000_000u64;
+    let config = stream_config(dir.path(), &plugin("enrich"), 250_000, total);
+    let addr = free_addr();
+    let log = dir.path().join("log");
+    let mut child = spawn(
+        &[
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--admin",
+            &addr,
+        ],
+        &log,
+    );
+    let reader = read_outputs(&mut child);
+    wait_for_admin(&addr);
+    swap_back_and_forth(&addr, "enrich", "enrich", 20, Duration::from_millis(120));
+    let (_, views) = admin(&addr, "GET", "/pipelines", None);
+    assert_eq!(views[0]["swaps"], 20, "{views}");
+    assert!(child.wait().unwrap().success(), "{}", log_of(&log));
+    let out = reader.join().unwrap();
+    eprintln!(
+        "in-process: {} by enrich, {} by enrich_next",
+        out.v1, out.v2
+    );
+    assert_eq!(out.v1 + out.v2, total, "outputs != inputs");
+    assert_eq!(out.duplicates, 0);
+    assert_eq!(out.sessions.len() as u64, total);
+    assert!(out.v1 > 0 && out.v2 > 0, "the swaps happened mid-stream");
+}
+
+#[test]
+fn twenty_swaps_under_a_kafka_stream_lose_and_duplicate_nothing() {
+    let broker = kafka::broker();
+    let (input, output) = (unique("swap-in"), unique("swap-out"));
+    create_topic(&broker, &input, 4);
+    create_topic(&broker, &output, 4);
+    let total = 1_000_000u64;
+    let fill = runtime()
+        .args([
+            "run",
+            "--plugin",
+            plugin("mock").to_str().unwrap(),
+            "--rate",
+            "0",
+        ])
+        .args([
+            "--count",
+            &total.to_string(),
+            "--sink",
+            &kafka::sink_uri(&broker, &input),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        fill.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fill.stderr)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, log) = (free_addr(), dir.path().join("log"));
+    let mut child = spawn(
+        &[
+            "run",
+            "--source",
+            &kafka::source_uri(&broker, &input, &unique("swap")),
+            "--plugin",
+            plugin("enrich").to_str().unwrap(),
+            "--sink",
+            &kafka::sink_uri(&broker, &output),
+            "--count",
+            &total.to_string(),
+            "--admin",
+            &addr,
+            "--batch-size",
+            "128",
+        ],
+        &log,
+    );
+    wait_for_admin(&addr);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !log_of(&log).contains("partitions assigned") {
+        assert!(Instant::now() < deadline, "{}", log_of(&log));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    swap_back_and_forth(&addr, "main", "0", 20, Duration::from_millis(100));
+    assert!(child.wait().unwrap().success(), "{}", log_of(&log));
+    let read = read_topic_with(
+        &broker,
+        &output,
+        total as usize,
+        Duration::from_secs(2),
+        Duration::from_secs(180),
+        |m| {
+            use rdkafka::message::Message;
+            let v = m.payload().unwrap_or_default();
+            let line = std::str::from_utf8(v).unwrap();
+            let at = line.find(r#""session_id":""#).unwrap() + 14;
+            (
+                line[at..at + 36].to_owned(),
+                line.contains(r#""enrich_version":2"#),
+            )
+        },
+    );
+    let v2 = read.iter().filter(|(_, tagged)| *tagged).count();
+    eprintln!("kafka: {} by enrich, {v2} by enrich_next", read.len() - v2);
+    let sessions: HashSet<&str> = read.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(read.len() as u64, total, "outputs != inputs");
+    assert_eq!(sessions.len() as u64, total, "duplicates");
+    assert!(v2 > 0 && v2 < read.len(), "the swaps happened mid-stream");
+}
+
+#[test]
+fn broken_versions_never_replace_the_running_one_and_a_trapping_one_rolls_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let total = 30_000u64;
+    let config = stream_config(dir.path(), &plugin("enrich"), 3000, total);
+    let (addr, log) = (free_addr(), dir.path().join("log"));
+    // The settings reach every version: testkit traps on every record with them, producer's
+    // `init` refuses them; enrich ignores both.
+    let mut child = spawn(
+        &[
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--admin",
+            &addr,
+            "--set",
+            "trap_all=true",
+            "--set",
+            "key_field=",
+        ],
+        &log,
+    );
+    let reader = read_outputs(&mut child);
+    wait_for_admin(&addr);
+    let path = "/pipelines/enrich/plugins/enrich";
+    let garbage = dir.path().join("garbage.wasm");
+    std::fs::write(&garbage, b"this is not wasm").unwrap();
+    for (file, expected) in [
+        (garbage.clone(), "not a WebAssembly file"),
+        (plugin("mock"), "implements the `source` world"),
+        (
+            plugin("producer"),
+            "refused its config in `init`: key_field is empty",
+        ),
+        (
+            plugin("not-a-plugin"),
+            "is a component but not a Sluice plugin",
+        ),
+    ] {
+        let (status, body) = admin(&addr, "PUT", path, Some(&file));
+        assert_eq!(status, 422, "{}: {body}", file.display());
+        assert!(
+            body["error"].as_str().unwrap().contains(expected),
+            "{}: {body}",
+            file.display()
+        );
+    }
+    let (_, views) = admin(&addr, "GET", "/pipelines", None);
+    assert_eq!(
+        (
+            views[0]["swaps"].as_u64(),
+            views[0]["failed_loads"].as_u64()
+        ),
+        (Some(0), Some(4)),
+        "{views}"
+    );
+    assert_eq!(views[0]["name"], "enrich.wasm");
+
+    // Loads fine, then traps on every record: it goes away by itself.
+    let (status, body) = admin(&addr, "PUT", path, Some(&plugin("testkit")));
+    assert_eq!(status, 200, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, views) = admin(&addr, "GET", "/pipelines", None);
+        if views[0]["rollbacks"] == 1 {
+            assert_eq!(views[0]["name"], "enrich.wasm", "{views}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no rollback: {views}\n{}",
+            log_of(&log)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, _) = admin(
+        &addr,
+        "POST",
+        "/pipelines/enrich/plugins/enrich/rollback",
+        None,
+    );
+    assert_eq!(status, 409, "nothing older to roll back to");
+    assert!(child.wait().unwrap().success(), "{}", log_of(&log));
+    assert!(log_of(&log).contains("rolled back"), "{}", log_of(&log));
+    let out = reader.join().unwrap();
+    assert_eq!(
+        (out.v1, out.v2, out.duplicates),
+        (total, 0, 0),
+        "every record made by enrich, once"
+    );
+}
+
+#[test]
+fn watch_never_loads_a_half_written_file_and_sighup_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("enrich.wasm");
+    std::fs::copy(plugin("enrich"), &live).unwrap();
+    let config = stream_config(dir.path(), &live, 1000, 12_000);
+    let (addr, log) = (free_addr(), dir.path().join("log"));
+    let mut child = spawn(
+        &[
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--admin",
+            &addr,
+            "--watch",
+        ],
+        &log,
+    );
+    let reader = read_outputs(&mut child);
+    wait_for_admin(&addr);
+    let view = || admin(&addr, "GET", "/pipelines", None).1[0].clone();
+    let wait_for = |what: &str, ok: &dyn Fn(&Value) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let v = view();
+            if ok(&v) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "{what}: {v}\n{}", log_of(&log));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let next = std::fs::read(plugin("enrich_next")).unwrap();
+
+    // Half of the new version, written in place, then left alone: never loaded.
+    std::fs::write(&live, &next[..next.len() / 2]).unwrap();
+    wait_for("the truncated file is tried and refused", &|v| {
+        v["failed_loads"] == 1
+    });
+    assert_eq!(view()["swaps"], 0);
+    // The rest arrives: the whole file is loaded.
+    let started = Instant::now();
+    std::fs::write(&live, &next).unwrap();
+    wait_for("the complete file goes live", &|v| v["swaps"] == 1);
+    eprintln!("watch: file change to live in {:?}", started.elapsed());
+    // An atomic rename back to the old version.
+    let tmp = dir.path().join("enrich.wasm.tmp");
+    std::fs::copy(plugin("enrich"), &tmp).unwrap();
+    std::fs::rename(&tmp, &live).unwrap();
+    wait_for("the renamed file goes live", &|v| v["swaps"] == 2);
+
+    // A SIGHUP on top of the watcher: the new file is loaded once.
+    std::fs::write(&live, &next).unwrap();
+    Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    wait_for("SIGHUP (or the watcher) loads it", &|v| v["swaps"] == 3);
+    assert!(child.wait().unwrap().success(), "{}", log_of(&log));
+    let out = reader.join().unwrap();
+    assert_eq!((out.v1 + out.v2, out.duplicates), (12_000, 0));
+    assert!(out.v2 > 0);
+}
+
+#[test]
+fn sighup_reloads_plugin_files_and_settings_without_watch() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("enrich.wasm");
+    std::fs::copy(plugin("enrich"), &live).unwrap();
+    let config = stream_config(dir.path(), &live, 1000, 6000);
+    let (addr, log) = (free_addr(), dir.path().join("log"));
+    let mut child = spawn(
+        &[
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--admin",
+            &addr,
+        ],
+        &log,
+    );
+    let reader = read_outputs(&mut child);
+    wait_for_admin(&addr);
+    std::fs::copy(plugin("enrich_next"), &live).unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        admin(&addr, "GET", "/pipelines", None).1[0]["swaps"],
+        0,
+        "no --watch: nothing changes by itself"
+    );
+    Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while admin(&addr, "GET", "/pipelines", None).1[0]["swaps"] != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not reload:\n{}",
+            log_of(&log)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        admin(&addr, "GET", "/pipelines", None).1[0]["origin"],
+        "sighup"
+    );
+    assert!(child.wait().unwrap().success(), "{}", log_of(&log));
+    let out = reader.join().unwrap();
+    assert_eq!(out.v1 + out.v2, 6000);
+    assert!(out.v2 > 0);
+}
+
+#[test]
+fn the_admin_api_listens_on_loopback_only_and_inspect_reads_it() {
+    let out = runtime()
+        .args([
+            "run",
+            "--plugin",
+            plugin("enrich").to_str().unwrap(),
+            "--admin",
+            "0.0.0.0:9901",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let e = common::error_line(&out);
+    assert!(e.contains("listens on loopback only"), "{e}");
+    let e = common::error_line(
+        &runtime()
+            .args(["inspect", "--admin", &free_addr()])
+            .output()
+            .unwrap(),
+    );
+    assert!(e.contains("no runtime answers there"), "{e}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = stream_config(dir.path(), &plugin("enrich"), 1000, 3000);
+    let (addr, log) = (free_addr(), dir.path().join("log"));
+    let mut child = spawn(
+        &[
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--admin",
+            &addr,
+        ],
+        &log,
+    );
+    let reader = read_outputs(&mut child);
+    wait_for_admin(&addr);
+    let report = runtime()
+        .args(["inspect", "--admin", &addr])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&report.stdout);
+    let sha = admin(&addr, "GET", "/pipelines", None).1[0]["sha256"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        text.starts_with("enrich\t0\tenrich.wasm\t")
+            && text.contains(&sha)
+            && text.contains("live"),
+        "{text}"
+    );
+    let (status, body) = admin(
+        &addr,
+        "PUT",
+        "/pipelines/enrich/plugins/nope",
+        Some(&plugin("enrich")),
+    );
+    assert_eq!(status, 404, "{body}");
+    assert!(child.wait().unwrap().success());
+    reader.join().unwrap();
+}
