@@ -1,4 +1,5 @@
-//! The admin API, on a loopback address and off unless `--admin ADDR` is given:
+//! The loopback HTTP endpoints: `--metrics ADDR` serves `GET /metrics` (Prometheus) and
+//! `GET /health`; `--admin ADDR` serves those and the admin API:
 //!
 //! - `GET /pipelines`: every plugin slot of every pipeline with its live version (sha256), load
 //!   time, status (live or probation), earlier versions kept for rollback and swap counters;
@@ -21,6 +22,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use sha2::{Digest, Sha256};
 
+use crate::metrics::Metrics;
 use crate::plugin::PluginSlot;
 
 /// Largest plugin the API accepts.
@@ -32,19 +34,28 @@ pub struct Admin {
     pub uploads: PathBuf,
 }
 
-/// Binds `addr` (loopback only) and serves until the process ends.
-pub async fn serve(addr: &str, admin: Arc<Admin>) -> Result<SocketAddr> {
+/// What one listener serves.
+pub struct Routes {
+    /// The admin API, on `--admin` only.
+    pub admin: Option<Admin>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Binds `addr` (loopback only; `flag` names the option in errors) and serves until the
+/// process ends.
+pub async fn serve(addr: &str, flag: &str, routes: Routes) -> Result<SocketAddr> {
     let addr: SocketAddr = addr
         .parse()
-        .with_context(|| format!("--admin {addr}: not an address; use e.g. 127.0.0.1:9901"))?;
+        .with_context(|| format!("{flag} {addr}: not an address; use e.g. 127.0.0.1:9901"))?;
     if !addr.ip().is_loopback() {
-        bail!("--admin {addr}: the admin API listens on loopback only (127.0.0.1 or ::1)");
+        bail!("{flag} {addr}: it listens on loopback only (127.0.0.1 or ::1)");
     }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .with_context(|| format!("--admin {addr}: cannot listen"))?;
+        .with_context(|| format!("{flag} {addr}: cannot listen"))?;
     let bound = listener.local_addr()?;
-    tracing::info!(address = %bound, "admin API listening");
+    tracing::info!(address = %bound, "{} listening", &flag[2..]);
+    let admin = Arc::new(routes);
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -82,7 +93,7 @@ fn error(status: StatusCode, message: impl std::fmt::Display) -> Response<Full<B
     json(status, serde_json::json!({ "error": message.to_string() }))
 }
 
-async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(routes: &Routes, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path: Vec<String> = req
         .uri()
         .path()
@@ -92,6 +103,26 @@ async fn handle(admin: &Admin, req: Request<Incoming>) -> Response<Full<Bytes>> 
         .collect();
     let path: Vec<&str> = path.iter().map(String::as_str).collect();
     let method = req.method().clone();
+    match (&method, path.as_slice()) {
+        (&Method::GET, ["metrics"]) => {
+            let mut response = Response::new(Full::new(Bytes::from(routes.metrics.render())));
+            response.headers_mut().insert(
+                "content-type",
+                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            return response;
+        }
+        (&Method::GET, ["health"]) => {
+            return json(StatusCode::OK, serde_json::json!({ "status": "ok" }))
+        }
+        _ => {}
+    }
+    let Some(admin) = &routes.admin else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "unknown path: GET /metrics or GET /health",
+        );
+    };
     match (&method, path.as_slice()) {
         (&Method::GET, ["pipelines"]) => {
             let views: Vec<_> = admin.slots.iter().map(|s| s.view()).collect();

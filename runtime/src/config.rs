@@ -84,6 +84,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<String>,
 
+    /// Serve Prometheus metrics (GET /metrics) and GET /health on this loopback address, e.g.
+    /// 127.0.0.1:9902 (the admin address serves them too).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
+
     /// Roll a freshly swapped-in version back by itself when more than this fraction of the
     /// records it processed failed...
     #[arg(long, default_value_t = 0.5, value_parser = parse_fraction)]

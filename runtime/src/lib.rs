@@ -5,6 +5,7 @@ pub mod admin;
 pub mod config;
 pub mod connector;
 pub mod format;
+pub mod metrics;
 pub mod pipeline;
 pub mod plugin;
 pub mod record;
@@ -42,12 +43,25 @@ pub async fn run(args: RunArgs) -> Result<Vec<(String, Stats)>> {
     if args.watch {
         tokio::spawn(plugin::watch_files(slots.clone()));
     }
+    let metrics = Arc::new(metrics::Metrics::default());
+    metrics.add_slots(&slots);
+    if let Some(addr) = &args.metrics {
+        let routes = admin::Routes {
+            admin: None,
+            metrics: metrics.clone(),
+        };
+        admin::serve(addr, "--metrics", routes).await?;
+    }
     if let Some(addr) = &args.admin {
-        let admin = Arc::new(admin::Admin {
+        let admin = admin::Admin {
             slots,
             uploads: cache_dir.join("uploads"),
-        });
-        admin::serve(addr, admin).await?;
+        };
+        let routes = admin::Routes {
+            admin: Some(admin),
+            metrics: metrics.clone(),
+        };
+        admin::serve(addr, "--admin", routes).await?;
     }
     let mut shutdown = shutdown_signal()?;
     // Opening waits for unreachable brokers (retrying with backoff); a signal ends the wait.
@@ -82,6 +96,7 @@ pub async fn run(args: RunArgs) -> Result<Vec<(String, Stats)>> {
                 batch_size: spec.batch_size as usize,
                 count: spec.count,
                 workers,
+                metrics: metrics.pipeline(&spec.name),
             });
         }
         connector::mem::seal()?;

@@ -1,5 +1,6 @@
 //! source -> batch -> plugin chain -> sink, with the error policy applied per record.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Result};
@@ -7,6 +8,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::connector::{Ack, BoxFuture, Sink, SinkClosed, Source, SourceBatch};
+use crate::metrics::PipelineMetrics;
 use crate::plugin::{BatchError, PluginSlot, Stage, TransformInstance};
 use crate::record::Record;
 
@@ -65,6 +67,7 @@ pub struct Pipeline {
     /// At most this many workers; lanes (Kafka partitions) are spread over them, each lane
     /// always on the same worker so its order is kept.
     pub workers: usize,
+    pub metrics: Arc<PipelineMetrics>,
 }
 
 /// Batches queued per worker: bounded, so memory stays bounded when the sink is slower than the
@@ -156,9 +159,9 @@ impl Pipeline {
             .collect::<Result<Vec<_>>>()?;
         let sink = self.sink.fork()?;
         let (batches, rx) = mpsc::channel(WORKER_QUEUE);
-        let (policy, stopped) = (self.policy, stopped.clone());
+        let (policy, stopped, metrics) = (self.policy, stopped.clone(), self.metrics.clone());
         let done = tokio::spawn(async move {
-            let result = work(rx, chain, sink, policy).await;
+            let result = work(rx, chain, sink, policy, &metrics).await;
             stopped.send_replace(true);
             result
         });
@@ -173,6 +176,7 @@ async fn work(
     mut chain: Vec<Stage>,
     mut sink: Box<dyn Sink>,
     policy: ErrorPolicy,
+    metrics: &PipelineMetrics,
 ) -> Result<Stats> {
     let (acks, mut pending) = mpsc::channel::<(BoxFuture<'static, Result<()>>, Option<Ack>)>(
         sink.max_unacked_batches().max(1),
@@ -190,10 +194,19 @@ async fn work(
     let result = async {
         while let Some(batch) = batches.recv().await {
             stats.records_in += batch.records.len() as u64;
+            metrics.records_in.fetch_add(
+                batch.records.len() as u64 + u64::from(batch.error.is_some()),
+                Relaxed,
+            );
+            let started = std::time::Instant::now();
             let (outputs, mut failures) =
                 tokio::task::block_in_place(|| run_chain(&mut chain, batch.records, policy))?;
+            metrics.observe_batch(started.elapsed());
             let written = sink.write(&outputs).await?;
             stats.records_out += (outputs.len() - written.rejected.len()) as u64;
+            metrics
+                .records_out
+                .fetch_add((outputs.len() - written.rejected.len()) as u64, Relaxed);
             failures.extend(written.rejected.into_iter().map(|r| Failure {
                 position: outputs[r.index].position().to_owned(),
                 message: format!("the sink cannot write it: {}", r.message),
@@ -207,6 +220,7 @@ async fn work(
             }
             for failure in failures {
                 stats.records_failed += 1;
+                metrics.records_failed.fetch_add(1, Relaxed);
                 match policy {
                     // The batch is not acknowledged: a restart reads it again.
                     ErrorPolicy::Fail => {

@@ -307,6 +307,7 @@ struct LogRetry(String);
 
 impl RetryInterceptor for LogRetry {
     fn intercept(&self, err: &opendal::Error, dur: Duration) {
+        crate::metrics::count_store_retry(&self.0);
         tracing::warn!(uri = %self.0, "object store: {}; retrying in {:.1}s", one_line(err), dur.as_secs_f64());
     }
 }

@@ -22,7 +22,7 @@ pub use bindings::HostState;
 pub use cache::ArtifactCache;
 pub use instance::{BatchError, Processed, SourceInstance, TransformInstance};
 pub use limits::{Limits, EPOCH_TICK};
-pub use swap::{watch_files, PluginSlot, RollbackPolicy, SlotView, Stage, Version};
+pub use swap::{watch_files, PluginSlot, RollbackPolicy, SlotCounters, SlotView, Stage, Version};
 
 /// The contract version plugins are checked against.
 pub const CONTRACT: &str = "sluice:plugin@0.1.0";

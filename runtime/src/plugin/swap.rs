@@ -47,6 +47,9 @@ pub struct Version {
     /// Set when it was rolled back: a batch it processed is processed again by the restored
     /// version, so every record's output comes from exactly one version.
     rolled_back: AtomicBool,
+    /// Records it processed, and of those failed (for metrics).
+    pub records: AtomicU64,
+    pub failures: AtomicU64,
 }
 
 impl Version {
@@ -56,6 +59,8 @@ impl Version {
             loaded_at: SystemTime::now(),
             origin,
             rolled_back: AtomicBool::new(false),
+            records: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
         })
     }
 
@@ -246,6 +251,8 @@ impl PluginSlot {
     /// A worker reports a batch `version` processed: `records` in, `failures` of them failed.
     /// During probation this may roll the version back.
     pub fn observe(&self, version: &Arc<Version>, records: u64, failures: u64) {
+        version.records.fetch_add(records, Ordering::Relaxed);
+        version.failures.fetch_add(failures, Ordering::Relaxed);
         let mut state = self.state();
         if !Arc::ptr_eq(&state.live, version) {
             return;
@@ -266,6 +273,18 @@ impl PluginSlot {
             state.probation = None;
             tracing::info!(pipeline = %self.pipeline, slot = self.index, records = n, failures = failed, "new version passed probation");
         }
+    }
+
+    /// The live version (true) and the ones kept for rollback.
+    pub fn versions(&self) -> Vec<(Arc<Version>, bool)> {
+        let state = self.state();
+        std::iter::once((state.live.clone(), true))
+            .chain(state.history.iter().map(|v| (v.clone(), false)))
+            .collect()
+    }
+
+    pub fn counters_snapshot(&self) -> SlotCounters {
+        self.counters().clone()
     }
 
     pub fn set_settings(&self, settings: Vec<(String, String)>) {

@@ -1,0 +1,234 @@
+//! Prometheus metrics, rendered in the text exposition format for `GET /metrics`: records
+//! in/out/failed and batch latency per pipeline, records and failures per plugin version, swaps
+//! and rollbacks per plugin slot, object store retries.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::plugin::PluginSlot;
+
+/// Upper bounds of the batch latency histogram, in seconds.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+
+/// One pipeline's counters, updated by its workers.
+#[derive(Default)]
+pub struct PipelineMetrics {
+    pub records_in: AtomicU64,
+    pub records_out: AtomicU64,
+    pub records_failed: AtomicU64,
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    latency_count: AtomicU64,
+    latency_sum_us: AtomicU64,
+}
+
+impl PipelineMetrics {
+    /// One batch went through the plugin chain in `took`.
+    pub fn observe_batch(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&self.latency_buckets) {
+            if secs <= *bound {
+                bucket.fetch_add(1, Relaxed);
+            }
+        }
+        self.latency_count.fetch_add(1, Relaxed);
+        self.latency_sum_us
+            .fetch_add(took.as_micros() as u64, Relaxed);
+    }
+}
+
+/// Everything `/metrics` shows.
+#[derive(Default)]
+pub struct Metrics {
+    pipelines: Mutex<BTreeMap<String, Arc<PipelineMetrics>>>,
+    slots: Mutex<Vec<Arc<PluginSlot>>>,
+}
+
+/// Object store requests retried (by URI), counted from the retry layer.
+static STORE_RETRIES: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
+
+pub fn count_store_retry(uri: &str) {
+    if let Ok(mut r) = STORE_RETRIES.lock() {
+        *r.entry(uri.to_owned()).or_default() += 1;
+    }
+}
+
+impl Metrics {
+    pub fn pipeline(&self, name: &str) -> Arc<PipelineMetrics> {
+        let mut p = self.pipelines.lock().unwrap_or_else(|e| e.into_inner());
+        p.entry(name.to_owned()).or_default().clone()
+    }
+
+    pub fn add_slots(&self, slots: &[Arc<PluginSlot>]) {
+        let mut s = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        s.extend(slots.iter().cloned());
+    }
+
+    /// The Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let pipelines = self
+            .pipelines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        type PipelineCounter = fn(&PipelineMetrics) -> u64;
+        let counters: [(&str, &str, PipelineCounter); 3] = [
+            (
+                "sluice_records_in_total",
+                "Records read from the source.",
+                |p: &PipelineMetrics| p.records_in.load(Relaxed),
+            ),
+            (
+                "sluice_records_out_total",
+                "Records the sink accepted.",
+                |p: &PipelineMetrics| p.records_out.load(Relaxed),
+            ),
+            (
+                "sluice_records_failed_total",
+                "Records that failed (skipped, or the one that stopped the run).",
+                |p: &PipelineMetrics| p.records_failed.load(Relaxed),
+            ),
+        ];
+        for (name, help, get) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (pipeline, p) in &pipelines {
+                let _ = writeln!(
+                    out,
+                    "{name}{{pipeline=\"{}\"}} {}",
+                    escape(pipeline),
+                    get(p)
+                );
+            }
+        }
+        let name = "sluice_batch_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time a batch spends in the plugin chain.\n# TYPE {name} histogram"
+        );
+        for (pipeline, p) in &pipelines {
+            let pipeline = escape(pipeline);
+            for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&p.latency_buckets) {
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{{pipeline=\"{pipeline}\",le=\"{bound}\"}} {}",
+                    bucket.load(Relaxed)
+                );
+            }
+            let count = p.latency_count.load(Relaxed);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{pipeline=\"{pipeline}\",le=\"+Inf\"}} {count}"
+            );
+            let _ = writeln!(
+                out,
+                "{name}_sum{{pipeline=\"{pipeline}\"}} {}",
+                p.latency_sum_us.load(Relaxed) as f64 / 1e6
+            );
+            let _ = writeln!(out, "{name}_count{{pipeline=\"{pipeline}\"}} {count}");
+        }
+        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let _ = writeln!(out, "# HELP sluice_plugin_records_total Records a plugin version processed.\n# TYPE sluice_plugin_records_total counter");
+        let _ = writeln!(out, "# HELP sluice_plugin_failures_total Records a plugin version failed (errors and traps).\n# TYPE sluice_plugin_failures_total counter");
+        let _ = writeln!(out, "# HELP sluice_plugin_live 1 for the live version of a plugin slot.\n# TYPE sluice_plugin_live gauge");
+        for slot in &slots {
+            for (version, live) in slot.versions() {
+                let labels = format!(
+                    "pipeline=\"{}\",slot=\"{}\",plugin=\"{}\",version=\"{}\"",
+                    escape(&slot.pipeline),
+                    slot.index,
+                    escape(&version.plugin.name),
+                    &version.plugin.compiled.sha256[..12]
+                );
+                let _ = writeln!(
+                    out,
+                    "sluice_plugin_records_total{{{labels}}} {}",
+                    version.records.load(Relaxed)
+                );
+                let _ = writeln!(
+                    out,
+                    "sluice_plugin_failures_total{{{labels}}} {}",
+                    version.failures.load(Relaxed)
+                );
+                let _ = writeln!(out, "sluice_plugin_live{{{labels}}} {}", u8::from(live));
+            }
+        }
+        type SlotCounter = fn(&crate::plugin::SlotCounters) -> u64;
+        let counters: [(&str, &str, SlotCounter); 3] = [
+            (
+                "sluice_plugin_swaps_total",
+                "New versions swapped in.",
+                |c: &crate::plugin::SlotCounters| c.swaps,
+            ),
+            (
+                "sluice_plugin_rollbacks_total",
+                "Versions rolled back.",
+                |c: &crate::plugin::SlotCounters| c.rollbacks,
+            ),
+            (
+                "sluice_plugin_failed_loads_total",
+                "New versions that failed to load (the running one stayed).",
+                |c: &crate::plugin::SlotCounters| c.failed_loads,
+            ),
+        ];
+        for (name, help, get) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for slot in &slots {
+                let _ = writeln!(
+                    out,
+                    "{name}{{pipeline=\"{}\",slot=\"{}\"}} {}",
+                    escape(&slot.pipeline),
+                    slot.index,
+                    get(&slot.counters_snapshot())
+                );
+            }
+        }
+        let name = "sluice_object_store_retries_total";
+        let _ = writeln!(out, "# HELP {name} Object store requests retried after a temporary error.\n# TYPE {name} counter");
+        for (uri, n) in STORE_RETRIES.lock().map(|r| r.clone()).unwrap_or_default() {
+            let _ = writeln!(out, "{name}{{uri=\"{}\"}} {n}", escape(&uri));
+        }
+        out
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_histograms() {
+        let m = Metrics::default();
+        let p = m.pipeline("enrich");
+        p.records_in.fetch_add(5, Relaxed);
+        p.observe_batch(Duration::from_micros(700));
+        let text = m.render();
+        assert!(
+            text.contains("sluice_records_in_total{pipeline=\"enrich\"} 5\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sluice_batch_seconds_bucket{pipeline=\"enrich\",le=\"0.0005\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sluice_batch_seconds_bucket{pipeline=\"enrich\",le=\"0.001\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sluice_batch_seconds_count{pipeline=\"enrich\"} 1\n"),
+            "{text}"
+        );
+        assert_eq!(escape("a\"b"), "a\\\"b");
+    }
+}
