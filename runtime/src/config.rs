@@ -58,9 +58,15 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub batch_size: u32,
 
-    /// What to do with a record that fails: stop (`fail`) or report it and go on (`skip`).
+    /// What to do with a record that fails: stop (`fail`), report it and go on (`skip`), or
+    /// send it to the dead-letter endpoint and go on (`dlq`, with --dlq).
     #[arg(long, value_enum, default_value_t = ErrorPolicy::Fail)]
     pub on_error: ErrorPolicy,
+
+    /// With --on-error dlq: where failed input records go (a Kafka topic, an object prefix...),
+    /// with where and why they failed.
+    #[arg(long, value_name = "URI")]
+    pub dlq: Option<String>,
 
     /// Parallel workers, each with its own plugin instances; Kafka partitions are spread over
     /// them (default: one per core).
@@ -120,6 +126,7 @@ pub struct PipelineSpec {
     pub count: Option<u64>,
     pub batch_size: u32,
     pub on_error: ErrorPolicy,
+    pub dlq: Option<String>,
     pub workers: Option<u32>,
     pub memory_limit_mib: u32,
     pub batch_deadline_ms: u64,
@@ -157,6 +164,23 @@ impl PipelineSpec {
 impl RunArgs {
     /// The pipelines to run: the file's, or the one on the command line.
     pub fn pipelines(&self) -> Result<Vec<PipelineSpec>> {
+        let specs = self.pipelines_unchecked()?;
+        for spec in &specs {
+            let name = if specs.len() == 1 {
+                String::new()
+            } else {
+                format!("pipeline `{}`: ", spec.name)
+            };
+            match (spec.on_error, &spec.dlq) {
+                (ErrorPolicy::Dlq, None) => bail!("{name}--on-error dlq needs a dead-letter endpoint: add --dlq URI (e.g. kafka://HOST:PORT/TOPIC or s3://BUCKET/PREFIX)"),
+                (ErrorPolicy::Fail | ErrorPolicy::Skip, Some(dlq)) => bail!("{name}a dead-letter endpoint ({dlq}) is given but failed records are not sent there: add --on-error dlq"),
+                _ => {}
+            }
+        }
+        Ok(specs)
+    }
+
+    fn pipelines_unchecked(&self) -> Result<Vec<PipelineSpec>> {
         match &self.config {
             Some(file) => {
                 let text = std::fs::read_to_string(file).with_context(|| {
@@ -185,6 +209,7 @@ impl RunArgs {
                 count: self.count,
                 batch_size: self.batch_size,
                 on_error: self.on_error,
+                dlq: self.dlq.clone(),
                 workers: self.workers,
                 memory_limit_mib: self.memory_limit_mib,
                 batch_deadline_ms: self.batch_deadline_ms,
@@ -221,6 +246,8 @@ struct PipelineEntry {
     count: Option<u64>,
     batch_size: Option<u32>,
     on_error: Option<ErrorPolicy>,
+    /// Dead-letter endpoint (a URI or a name under [endpoints]).
+    dlq: Option<String>,
     workers: Option<u32>,
     memory_limit_mib: Option<u32>,
     batch_deadline_ms: Option<u64>,
@@ -340,6 +367,12 @@ fn parse_pipelines(
             count: p.count,
             batch_size,
             on_error: p.on_error.unwrap_or(defaults.on_error),
+            dlq: p
+                .dlq
+                .as_deref()
+                .or(defaults.dlq.as_deref())
+                .map(|d| resolve(&p.name, "dlq", d))
+                .transpose()?,
             workers: p.workers.or(defaults.workers),
             memory_limit_mib,
             batch_deadline_ms,

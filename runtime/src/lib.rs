@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod config;
 pub mod connector;
+pub mod dead_letters;
 pub mod format;
 pub mod metrics;
 pub mod pipeline;
@@ -84,6 +85,19 @@ pub async fn run(args: RunArgs) -> Result<Vec<(String, Stats)>> {
             let sink = connector::open_sink(&spec.sink)
                 .await
                 .with_context(|| pipeline_context(&specs, spec))?;
+            let dead_letters = match &spec.dlq {
+                Some(uri) => Some(dead_letters::DeadLetters {
+                    pipeline: spec.name.as_str().into(),
+                    sink: connector::open_sink(uri).await.with_context(|| {
+                        format!(
+                            "{}: the dead-letter endpoint",
+                            pipeline_context(&specs, spec)
+                        )
+                    })?,
+                    envelope: !uri.starts_with("kafka://"),
+                }),
+                None => None,
+            };
             let workers = spec.workers.map_or_else(
                 || std::thread::available_parallelism().map_or(1, |n| n.get()),
                 |n| n as usize,
@@ -97,6 +111,7 @@ pub async fn run(args: RunArgs) -> Result<Vec<(String, Stats)>> {
                 count: spec.count,
                 workers,
                 metrics: metrics.pipeline(&spec.name),
+                dead_letters,
             });
         }
         connector::mem::seal()?;

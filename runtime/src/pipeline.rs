@@ -8,6 +8,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::connector::{Ack, BoxFuture, Sink, SinkClosed, Source, SourceBatch};
+use crate::dead_letters::DeadLetters;
 use crate::metrics::PipelineMetrics;
 use crate::plugin::{BatchError, PluginSlot, Stage, TransformInstance};
 use crate::record::Record;
@@ -21,6 +22,9 @@ pub enum ErrorPolicy {
     Fail,
     /// Report the record on stderr, count it, and go on.
     Skip,
+    /// Send the input record, unchanged, with where and why it failed, to the dead-letter
+    /// endpoint (--dlq), count it, and go on.
+    Dlq,
 }
 
 /// A record that failed, where, and why.
@@ -28,6 +32,8 @@ pub enum ErrorPolicy {
 pub struct Failure {
     pub position: String,
     pub message: String,
+    /// The plugin (name, sha256) that failed it, if one did.
+    pub plugin: Option<(Arc<str>, String)>,
 }
 
 impl std::fmt::Display for Failure {
@@ -68,6 +74,8 @@ pub struct Pipeline {
     /// always on the same worker so its order is kept.
     pub workers: usize,
     pub metrics: Arc<PipelineMetrics>,
+    /// With `--on-error dlq`: where failed records go.
+    pub dead_letters: Option<DeadLetters>,
 }
 
 /// Batches queued per worker: bounded, so memory stays bounded when the sink is slower than the
@@ -158,10 +166,15 @@ impl Pipeline {
             .map(|slot| Stage::new(slot.clone()))
             .collect::<Result<Vec<_>>>()?;
         let sink = self.sink.fork()?;
+        let dead_letters = self
+            .dead_letters
+            .as_ref()
+            .map(DeadLetters::fork)
+            .transpose()?;
         let (batches, rx) = mpsc::channel(WORKER_QUEUE);
         let (policy, stopped, metrics) = (self.policy, stopped.clone(), self.metrics.clone());
         let done = tokio::spawn(async move {
-            let result = work(rx, chain, sink, policy, &metrics).await;
+            let result = work(rx, chain, sink, dead_letters, policy, &metrics).await;
             stopped.send_replace(true);
             result
         });
@@ -175,6 +188,7 @@ async fn work(
     mut batches: mpsc::Receiver<SourceBatch>,
     mut chain: Vec<Stage>,
     mut sink: Box<dyn Sink>,
+    mut dead_letters: Option<DeadLetters>,
     policy: ErrorPolicy,
     metrics: &PipelineMetrics,
 ) -> Result<Stats> {
@@ -199,6 +213,8 @@ async fn work(
                 Relaxed,
             );
             let started = std::time::Instant::now();
+            // Dead letters are the inputs as they came: keep them until the batch is through.
+            let inputs = dead_letters.as_ref().map(|_| batch.records.clone());
             let (outputs, mut failures) =
                 tokio::task::block_in_place(|| run_chain(&mut chain, batch.records, policy))?;
             metrics.observe_batch(started.elapsed());
@@ -210,12 +226,26 @@ async fn work(
             failures.extend(written.rejected.into_iter().map(|r| Failure {
                 position: outputs[r.index].position().to_owned(),
                 message: format!("the sink cannot write it: {}", r.message),
+                plugin: None,
             }));
             if let Some(e) = batch.error {
                 stats.records_in += 1;
                 failures.push(Failure {
                     position: e.position,
                     message: e.message,
+                    plugin: None,
+                });
+            }
+            let mut durable = written.durable;
+            if let (Some(dlq), false) = (&mut dead_letters, failures.is_empty()) {
+                let letters = dlq
+                    .write(&failures, inputs.as_deref().unwrap_or_default())
+                    .await?;
+                let (main, dead) = (durable, letters.durable);
+                // The batch is acknowledged once its outputs and its dead letters are durable.
+                durable = Box::pin(async move {
+                    main.await?;
+                    dead.await
                 });
             }
             for failure in failures {
@@ -229,9 +259,10 @@ async fn work(
                         ))
                     }
                     ErrorPolicy::Skip => tracing::warn!("skipped {failure}"),
+                    ErrorPolicy::Dlq => tracing::warn!("dead-lettered {failure}"),
                 }
             }
-            if acks.send((written.durable, batch.ack)).await.is_err() {
+            if acks.send((durable, batch.ack)).await.is_err() {
                 break; // the acker failed: its result says why
             }
         }
@@ -286,6 +317,8 @@ pub fn run_chain(
             }
             break result;
         };
+        let plugin = &stage.version.plugin;
+        let who = Some((plugin.name.clone(), plugin.compiled.sha256.clone()));
         let stage = &mut stage.instance;
         let mut stage_failures: Vec<Failure> = result
             .failures
@@ -293,6 +326,7 @@ pub fn run_chain(
             .map(|(i, message)| Failure {
                 position: records[i].position().to_owned(),
                 message,
+                plugin: who.clone(),
             })
             .collect();
         records = result.outputs;
@@ -305,6 +339,7 @@ pub fn run_chain(
                     "plugin {plugin} routed it to output `{}`, which this pipeline does not have",
                     r.output.as_deref().unwrap_or_default()
                 ),
+                plugin: who.clone(),
             };
             if policy == ErrorPolicy::Fail {
                 // It comes before any failure the stage reported: stop there.

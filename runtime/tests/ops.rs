@@ -102,3 +102,166 @@ fn metrics_count_records_per_pipeline_and_plugin_version() {
     assert!(text.contains("# TYPE sluice_batch_seconds histogram"));
     assert!(child.wait().unwrap().success());
 }
+
+#[test]
+fn poison_records_go_to_a_kafka_dead_letter_topic_with_provenance() {
+    use common::kafka::{self, create_topic, header, produce, read_topic_with, unique};
+    let broker = kafka::broker();
+    let (input, output, dlq) = (unique("dlq-in"), unique("dlq-out"), unique("dlq"));
+    for t in [&input, &output, &dlq] {
+        create_topic(&broker, t, 4);
+    }
+    // 1% poison: values enrich cannot read.
+    let sessions = std::fs::read_to_string(common::data("sessions.jsonl")).unwrap();
+    let sessions: Vec<&str> = sessions.lines().collect();
+    let records: Vec<(Option<String>, String)> = (0..10_000)
+        .map(|i| {
+            let value = if i % 100 == 7 {
+                format!("POISON-{i}")
+            } else {
+                sessions[i % sessions.len()].to_owned()
+            };
+            (Some(format!("k{i}")), value)
+        })
+        .collect();
+    produce(&broker, &input, &records);
+    let out = runtime()
+        .args([
+            "run",
+            "--source",
+            &kafka::source_uri(&broker, &input, &unique("dlq")),
+        ])
+        .args([
+            "--plugin",
+            plugin("enrich").to_str().unwrap(),
+            "--sink",
+            &kafka::sink_uri(&broker, &output),
+        ])
+        .args([
+            "--on-error",
+            "dlq",
+            "--dlq",
+            &kafka::sink_uri(&broker, &dlq),
+            "--count",
+            "10000",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let sha = {
+        let report = runtime()
+            .args(["inspect", plugin("enrich").to_str().unwrap()])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&report.stdout).into_owned();
+        text.lines()
+            .find_map(|l| l.strip_prefix("sha256:"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let good = read_topic_with(
+        &broker,
+        &output,
+        9900,
+        Duration::from_secs(1),
+        Duration::from_secs(60),
+        |_| (),
+    );
+    assert_eq!(good.len(), 9900);
+    let letters = read_topic_with(
+        &broker,
+        &dlq,
+        100,
+        Duration::from_secs(1),
+        Duration::from_secs(60),
+        |m| {
+            use rdkafka::message::Message;
+            let h = |n: &str| header(m, n).unwrap_or_else(|| panic!("no header {n}"));
+            (
+                m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+                [
+                    h("sluice-pipeline"),
+                    h("sluice-plugin"),
+                    h("sluice-plugin-version"),
+                    h("sluice-error"),
+                    h("sluice-position"),
+                    h("sluice-failed-at-ms"),
+                ],
+            )
+        },
+    );
+    assert_eq!(letters.len(), 100, "exactly the poison records");
+    for (key, value, [pipeline, plugin_name, version, error, position, at]) in &letters {
+        let i: usize = value
+            .strip_prefix("POISON-")
+            .expect("unchanged value")
+            .parse()
+            .unwrap();
+        assert_eq!(key.as_deref(), Some(format!("k{i}").as_str()), "key kept");
+        assert_eq!(
+            (pipeline.as_str(), plugin_name.as_str(), version.as_str()),
+            ("main", "enrich.wasm", sha.as_str())
+        );
+        assert!(error.contains("enrich.wasm"), "{error}");
+        assert!(
+            position.starts_with(&format!("{input}/")) && position.contains('@'),
+            "{position}"
+        );
+        assert!(at.parse::<i64>().unwrap() > 1_700_000_000_000);
+    }
+}
+
+#[test]
+fn dead_letters_on_an_object_sink_are_json_envelopes() {
+    let dir = tempfile::tempdir().unwrap();
+    let dlq = format!("file://{}/dlq?format=jsonl", dir.path().display());
+    let input =
+        b"{\"latitude\":39.0,\"longitude\":22.0,\"timestamp\":0}\nnot json\n{\"user_id\":\"u\"}\n";
+    let out = common::run(
+        &[
+            "run",
+            "--plugin",
+            plugin("enrich").to_str().unwrap(),
+            "--on-error",
+            "dlq",
+            "--dlq",
+            &dlq,
+        ],
+        input,
+    );
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert_eq!(common::stdout(&out).lines().count(), 1);
+    let file = std::fs::read_dir(dir.path().join("dlq"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .expect("a dead-letter object");
+    let letters = common::json_lines(&std::fs::read_to_string(file).unwrap());
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    assert_eq!(letters[0]["sluice-position"], "stdin:2");
+    assert_eq!(
+        letters[0]["value"], "",
+        "a line that never decoded has no value"
+    );
+    assert!(letters[0]["sluice-error"]
+        .as_str()
+        .unwrap()
+        .contains("invalid JSON"));
+    assert_eq!(letters[1]["sluice-position"], "stdin:3");
+    assert_eq!(
+        letters[1]["value"],
+        serde_json::json!({"user_id": "u"}),
+        "the input as it came"
+    );
+    assert_eq!(letters[1]["sluice-plugin"], "enrich.wasm");
+
+    let e = common::error_line(&common::run(&["run", "--on-error", "dlq"], b""));
+    assert!(
+        e.contains("--on-error dlq needs a dead-letter endpoint: add --dlq URI"),
+        "{e}"
+    );
+    let e = common::error_line(&common::run(&["run", "--dlq", &dlq], b""));
+    assert!(e.contains("add --on-error dlq"), "{e}");
+}
