@@ -9,7 +9,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 
 use crate::pipeline::ErrorPolicy;
-use crate::plugin::Limits;
+use crate::plugin::{Capabilities, Limits};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
@@ -77,6 +77,12 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub memory_limit_mib: u32,
 
+    /// What plugins may read beyond their input: `clock`, `random` (comma-separated) or `none`.
+    /// Default: source plugins get both, transforms neither. Files, network and environment
+    /// are never offered.
+    #[arg(long = "allow", value_name = "CAPABILITIES", value_parser = parse_capabilities)]
+    pub capabilities: Option<Capabilities>,
+
     /// Time one plugin call (one batch) may take, in milliseconds.
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..))]
     pub batch_deadline_ms: u64,
@@ -130,6 +136,7 @@ pub struct PipelineSpec {
     pub workers: Option<u32>,
     pub memory_limit_mib: u32,
     pub batch_deadline_ms: u64,
+    pub capabilities: Option<Capabilities>,
     pub state: Option<PathBuf>,
 }
 
@@ -157,6 +164,7 @@ impl PipelineSpec {
         Limits {
             memory_bytes: (self.memory_limit_mib as usize) << 20,
             batch_deadline: Duration::from_millis(self.batch_deadline_ms),
+            capabilities: self.capabilities,
         }
     }
 }
@@ -213,6 +221,7 @@ impl RunArgs {
                 workers: self.workers,
                 memory_limit_mib: self.memory_limit_mib,
                 batch_deadline_ms: self.batch_deadline_ms,
+                capabilities: self.capabilities,
                 state: self.state.clone(),
             }]),
         }
@@ -251,6 +260,8 @@ struct PipelineEntry {
     workers: Option<u32>,
     memory_limit_mib: Option<u32>,
     batch_deadline_ms: Option<u64>,
+    /// `["clock", "random"]`, a subset, or `[]`.
+    capabilities: Option<Vec<String>>,
     state: Option<PathBuf>,
 }
 
@@ -376,6 +387,13 @@ fn parse_pipelines(
             workers: p.workers.or(defaults.workers),
             memory_limit_mib,
             batch_deadline_ms,
+            capabilities: match &p.capabilities {
+                Some(names) => Some(
+                    Capabilities::parse(names.iter().map(String::as_str))
+                        .map_err(|e| anyhow!("pipeline `{}`: {e}", p.name))?,
+                ),
+                None => defaults.capabilities,
+            },
             state: p.state.map(|f| dir.join(f)),
             name: p.name,
         });
@@ -390,6 +408,10 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
             "`{s}` is not KEY=VALUE (for example --set seed=42)"
         )),
     }
+}
+
+fn parse_capabilities(s: &str) -> Result<Capabilities, String> {
+    Capabilities::parse(s.split(','))
 }
 
 fn parse_fraction(s: &str) -> Result<f64, String> {

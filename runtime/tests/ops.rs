@@ -265,3 +265,66 @@ fn dead_letters_on_an_object_sink_are_json_envelopes() {
     let e = common::error_line(&common::run(&["run", "--dlq", &dlq], b""));
     assert!(e.contains("add --on-error dlq"), "{e}");
 }
+
+#[test]
+fn plugins_are_sandboxed_and_get_only_the_capabilities_granted() {
+    let testkit = plugin("testkit");
+    let testkit = testkit.to_str().unwrap();
+    // Files, sockets and the environment are never there: each attempt fails the record.
+    let out = common::run(
+        &[
+            "run",
+            "--plugin",
+            testkit,
+            "--on-error",
+            "skip",
+            "--allow",
+            "clock,random",
+        ],
+        b"\"OPEN\"\n\"SOCKET\"\n\"ENV\"\n",
+    );
+    assert!(out.status.success());
+    let err = common::stderr(&out);
+    assert!(
+        err.contains("stdin:1: plugin testkit.wasm: cannot open /etc/hostname"),
+        "{err}"
+    );
+    assert!(
+        err.contains("stdin:2: plugin testkit.wasm: cannot connect to 127.0.0.1:9"),
+        "{err}"
+    );
+    assert!(
+        err.contains("stdin:3: plugin testkit.wasm: cannot read HOME"),
+        "{err}"
+    );
+    assert_eq!(common::stdout(&out), "");
+
+    // A transform gets neither clock nor random unless granted.
+    let ask = |extra: &[&str]| {
+        let mut args = vec!["run", "--plugin", testkit];
+        args.extend_from_slice(extra);
+        let out = common::run(&args, b"\"CLOCK\"\n\"RANDOM\"\n");
+        assert!(out.status.success(), "{}", common::stderr(&out));
+        common::stdout(&out)
+            .lines()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let denied = ask(&[]);
+    assert_eq!(denied[0], "0", "the clock reads the epoch");
+    assert_eq!(ask(&[])[1], denied[1], "random is deterministic");
+    let granted = ask(&["--allow", "clock,random"]);
+    assert!(
+        granted[0].parse::<u64>().unwrap() > 1_700_000_000,
+        "{granted:?}"
+    );
+    assert_ne!(granted[1], denied[1]);
+    let e = common::error_line(&common::run(
+        &["run", "--plugin", testkit, "--allow", "network"],
+        b"",
+    ));
+    assert!(
+        e.contains("unknown capability `network`") && e.contains("never offered"),
+        "{e}"
+    );
+}

@@ -6,7 +6,10 @@
 //! - `LOOP`: an endless loop (the batch deadline must stop it);
 //! - `OOM`: allocates until the memory cap stops it;
 //! - `LOG`: logs the value through the host at info level, then passes it through;
-//! - `DROP`: filtered out; `TWICE`: emitted twice; `ROUTE`: sent to the output `elsewhere`.
+//! - `DROP`: filtered out; `TWICE`: emitted twice; `ROUTE`: sent to the output `elsewhere`;
+//! - `OPEN`, `SOCKET`, `ENV`: tries to read /etc/hostname, connect to 127.0.0.1:9, read $HOME;
+//!   fails the record with what it got back (a sandboxed plugin gets errors);
+//! - `CLOCK`, `RANDOM`: replaced by the seconds since the epoch / 8 random bytes in hex.
 //!
 //! Config `fail_init=REASON` makes `init` fail with that reason; `trap_all=true` makes every
 //! record trap (a broken release, for hot-swap rollback tests).
@@ -44,6 +47,36 @@ pub fn process(msg: Message<'_>) -> Result<Vec<Message<'_>>, Error> {
                 hoard.push(vec![1u8; 1 << 20]);
                 std::hint::black_box(&hoard);
             }
+        }
+        b"OPEN" => Err(Error::new(match std::fs::read("/etc/hostname") {
+            Ok(_) => "opened /etc/hostname".to_owned(),
+            Err(e) => format!("cannot open /etc/hostname: {e}"),
+        })),
+        b"SOCKET" => Err(Error::new(
+            match std::net::TcpStream::connect("127.0.0.1:9") {
+                Ok(_) => "connected to 127.0.0.1:9".to_owned(),
+                Err(e) => format!("cannot connect to 127.0.0.1:9: {e}"),
+            },
+        )),
+        b"ENV" => Err(Error::new(match std::env::var("HOME") {
+            Ok(v) => format!("HOME={v}"),
+            Err(e) => format!("cannot read HOME: {e}"),
+        })),
+        b"CLOCK" => {
+            let secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            Ok(vec![msg.with_value(secs.to_string().into_bytes())])
+        }
+        b"RANDOM" => {
+            let mut bytes = [0u8; 8];
+            // std's hasher keys come from the WASI random source.
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u8(1);
+            bytes.copy_from_slice(&h.finish().to_le_bytes());
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            Ok(vec![msg.with_value(hex.into_bytes())])
         }
         b"DROP" => Ok(vec![]),
         b"ROUTE" => Ok(vec![msg.to_output("elsewhere")]),

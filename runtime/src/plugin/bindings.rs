@@ -36,13 +36,25 @@ pub struct HostState {
 const STDERR_CAPACITY: usize = 64 * 1024;
 
 impl HostState {
-    pub fn new(plugin: std::sync::Arc<str>, limits: StoreLimits) -> Self {
+    pub fn new(
+        plugin: std::sync::Arc<str>,
+        limits: StoreLimits,
+        grants: super::Capabilities,
+    ) -> Self {
         let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
-        // Deny by default: no preopened directories, no environment, no arguments, no network.
-        // Clocks and random come with WASI; the plugin is handed the time through `now-ms`.
-        let wasi = wasmtime_wasi::WasiCtxBuilder::new()
-            .stderr(stderr.clone())
-            .build();
+        // Deny by default: no preopened directories, no environment, no arguments, no network
+        // (opening a file or a socket fails); the clock and random numbers only if granted.
+        let mut wasi = wasmtime_wasi::WasiCtxBuilder::new();
+        wasi.stderr(stderr.clone());
+        if !grants.clock {
+            wasi.wall_clock(Frozen).monotonic_clock(Frozen);
+        }
+        if !grants.random {
+            wasi.secure_random(Zeros)
+                .insecure_random(Zeros)
+                .insecure_random_seed(0);
+        }
+        let wasi = wasi.build();
         HostState {
             plugin,
             limits,
@@ -97,5 +109,44 @@ impl host::Host for HostState {
             host::Level::Warn => tracing::warn!(target: "plugin", plugin, "{message}"),
             host::Level::Error => tracing::error!(target: "plugin", plugin, "{message}"),
         }
+    }
+}
+
+/// The clock of a plugin without the `clock` capability: always the Unix epoch.
+struct Frozen;
+
+impl wasmtime_wasi::HostWallClock for Frozen {
+    fn resolution(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(1)
+    }
+    fn now(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+}
+
+impl wasmtime_wasi::HostMonotonicClock for Frozen {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+/// The random source of a plugin without the `random` capability: zeros, so it is
+/// deterministic (std's hash maps still work).
+struct Zeros;
+
+impl rand_core::TryRng for Zeros {
+    type Error = std::convert::Infallible;
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        Ok(0)
+    }
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        Ok(0)
+    }
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+        dst.fill(0);
+        Ok(())
     }
 }

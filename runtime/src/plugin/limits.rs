@@ -1,4 +1,5 @@
-//! Per-plugin limits: a memory cap per instance and a deadline per batch.
+//! Per-plugin limits: a memory cap per instance, a deadline per batch, and the capabilities
+//! (clock, random) it is granted.
 
 use std::time::Duration;
 
@@ -13,6 +14,43 @@ pub struct Limits {
     pub memory_bytes: usize,
     /// Wall-clock time one call (one batch) may take before it is interrupted.
     pub batch_deadline: Duration,
+    /// What the plugin may read beyond its input; `None`: by world (sources get the clock and
+    /// random numbers to generate data, transforms nothing).
+    pub capabilities: Option<Capabilities>,
+}
+
+/// WASI capabilities a plugin can be granted. Files, network and environment are never offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Capabilities {
+    /// The real wall and monotonic clocks; without it both read zero (the Unix epoch).
+    pub clock: bool,
+    /// Real random numbers; without it random bytes are all zero (deterministic).
+    pub random: bool,
+}
+
+impl Capabilities {
+    pub const ALL: Capabilities = Capabilities {
+        clock: true,
+        random: true,
+    };
+
+    /// Parses `clock`, `random` (any order), or `none`.
+    pub fn parse<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
+        let mut c = Capabilities::default();
+        for name in names {
+            match name.trim() {
+                "clock" => c.clock = true,
+                "random" => c.random = true,
+                "none" | "" => {}
+                other => {
+                    return Err(format!(
+                        "unknown capability `{other}`: grant `clock`, `random` or `none` (files, network and environment are never offered)"
+                    ))
+                }
+            }
+        }
+        Ok(c)
+    }
 }
 
 impl Default for Limits {
@@ -20,6 +58,7 @@ impl Default for Limits {
         Limits {
             memory_bytes: 128 << 20,
             batch_deadline: Duration::from_secs(2),
+            capabilities: None,
         }
     }
 }

@@ -21,7 +21,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllo
 pub use bindings::HostState;
 pub use cache::ArtifactCache;
 pub use instance::{BatchError, Processed, SourceInstance, TransformInstance};
-pub use limits::{Limits, EPOCH_TICK};
+pub use limits::{Capabilities, Limits, EPOCH_TICK};
 pub use swap::{watch_files, PluginSlot, RollbackPolicy, SlotCounters, SlotView, Stage, Version};
 
 /// The contract version plugins are checked against.
@@ -306,7 +306,14 @@ impl Plugin {
     fn new_store(&self) -> wasmtime::Store<HostState> {
         let mut store = wasmtime::Store::new(
             &self.engine.engine,
-            HostState::new(self.name.clone(), self.limits.store_limits()),
+            HostState::new(
+                self.name.clone(),
+                self.limits.store_limits(),
+                self.limits.capabilities.unwrap_or(match self.world {
+                    World::Source => Capabilities::ALL,
+                    World::Transform => Capabilities::default(),
+                }),
+            ),
         );
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();
