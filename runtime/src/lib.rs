@@ -147,7 +147,7 @@ pub async fn run(args: RunArgs) -> Result<Vec<(String, Stats)>> {
         let stop = if mem_fed { never.clone() } else { stop.clone() };
         let name = spec.name.clone();
         let failed = failed.clone();
-        let span = tracing::info_span!("pipeline", name = %name);
+        let span = tracing::info_span!("pipeline", pipeline = %name);
         running.spawn(
             async move {
                 let result = pipeline.run(stop).await;

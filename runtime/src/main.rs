@@ -17,8 +17,19 @@ struct Cli {
     #[arg(long, global = true, env = "SLUICE_LOG", default_value = "info")]
     log: String,
 
+    /// Log lines as human-readable text or one JSON object per line (with the pipeline and
+    /// plugin as fields).
+    #[arg(long, global = true, env = "SLUICE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -45,12 +56,15 @@ fn main() -> ExitCode {
         eprintln!("warning: ignoring --log `{}` ({e}); using `info`", cli.log);
         EnvFilter::new("info")
     });
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs.json().with_current_span(true).init(),
+    }
 
     let result = match cli.command {
         Command::Run(args) => tokio::runtime::Builder::new_multi_thread()

@@ -173,11 +173,15 @@ impl Pipeline {
             .transpose()?;
         let (batches, rx) = mpsc::channel(WORKER_QUEUE);
         let (policy, stopped, metrics) = (self.policy, stopped.clone(), self.metrics.clone());
-        let done = tokio::spawn(async move {
-            let result = work(rx, chain, sink, dead_letters, policy, &metrics).await;
-            stopped.send_replace(true);
-            result
-        });
+        // Its log lines carry the pipeline's span.
+        let done = tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let result = work(rx, chain, sink, dead_letters, policy, &metrics).await;
+                stopped.send_replace(true);
+                result
+            },
+            tracing::Span::current(),
+        ));
         Ok(Worker { batches, done })
     }
 }

@@ -621,7 +621,9 @@ fn the_stack_runs_on_embedded_defaults_and_counts_match_at_every_stage() {
     let done = |pipeline: &str| -> (u64, u64) {
         let line = log
             .lines()
-            .find(|l| l.contains(&format!("pipeline{{name={pipeline}}}")) && l.contains(" done "))
+            .find(|l| {
+                l.contains(&format!("pipeline{{pipeline={pipeline}}}")) && l.contains(" done ")
+            })
             .unwrap_or_else(|| panic!("no end line for {pipeline}:\n{log}"));
         let field = |name: &str| -> u64 {
             let at = line.find(&format!("{name}=")).unwrap() + name.len() + 1;

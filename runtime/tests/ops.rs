@@ -328,3 +328,36 @@ fn plugins_are_sandboxed_and_get_only_the_capabilities_granted() {
         "{e}"
     );
 }
+
+#[test]
+fn json_logs_are_one_object_per_line_with_the_pipeline() {
+    let out = common::run(
+        &["--log-format", "json", "run", "--on-error", "skip"],
+        b"{\"a\":1}\nbad\n",
+    );
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = common::stderr(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let skipped = lines
+        .iter()
+        .find(|l| l["level"] == "WARN")
+        .expect("the skipped record is logged");
+    assert_eq!(skipped["span"]["pipeline"], "main");
+    assert!(skipped["fields"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("stdin:2"));
+    let done = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "done")
+        .unwrap();
+    assert_eq!(
+        (
+            done["fields"]["records_in"].as_u64(),
+            done["fields"]["records_failed"].as_u64()
+        ),
+        (Some(2), Some(1))
+    );
+}
