@@ -265,6 +265,18 @@ struct PipelineEntry {
     state: Option<PathBuf>,
 }
 
+/// Parses the text of a pipelines file with the command line's defaults (for tools and fuzzing;
+/// `runtime run --config` goes through [`RunArgs::pipelines`]).
+pub fn parse_pipelines_text(text: &str, dir: &Path) -> Result<Vec<PipelineSpec>> {
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+    let defaults = <Cli as clap::Parser>::parse_from(["runtime"]).run;
+    parse_pipelines(text, dir, &[], &defaults)
+}
+
 /// Parses a pipelines file; `defaults` gives what an entry leaves out (the CLI's values).
 fn parse_pipelines(
     text: &str,

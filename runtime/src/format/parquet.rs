@@ -25,20 +25,38 @@ pub struct ParquetRows {
 impl ParquetRows {
     /// Reads the footer and schema; fails on anything that is not a Parquet file.
     pub fn open(object: Bytes) -> Result<Self, String> {
-        let batches = ParquetRecordBatchReaderBuilder::try_new(object)
-            .and_then(|b| b.with_batch_size(READ_BATCH_ROWS).build())
-            .map_err(|e| format!("not a readable Parquet file: {e}"))?;
+        let batches = guarded(|| {
+            ParquetRecordBatchReaderBuilder::try_new(object)
+                .and_then(|b| b.with_batch_size(READ_BATCH_ROWS).build())
+        })
+        .and_then(|r| r.map_err(|e| e.to_string()))
+        .map_err(|e| format!("not a readable Parquet file: {e}"))?;
         Ok(ParquetRows { batches })
     }
 
     /// The next rows as JSON objects (one `Bytes` each), or `None` after the last.
     pub fn next_rows(&mut self) -> Option<Result<Vec<Bytes>, String>> {
-        let batch = match self.batches.next()? {
-            Ok(batch) => batch,
+        let batch = match guarded(|| self.batches.next()) {
+            Ok(None) => return None,
+            Ok(Some(Ok(batch))) => batch,
+            Ok(Some(Err(e))) => return Some(Err(format!("corrupt Parquet data: {e}"))),
             Err(e) => return Some(Err(format!("corrupt Parquet data: {e}"))),
         };
         Some(to_json_rows(&batch).map_err(|e| format!("cannot turn a Parquet row into JSON: {e}")))
     }
+}
+
+/// Runs the Parquet reader, turning a panic into an error: the parquet crate still asserts on
+/// some corrupt metadata (found by tests/fuzz.rs), and one bad object must not stop the process.
+fn guarded<T>(read: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).map_err(|panic| {
+        let what = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("a panic");
+        format!("the Parquet reader failed on it ({what})")
+    })
 }
 
 fn to_json_rows(batch: &RecordBatch) -> Result<Vec<Bytes>, ArrowError> {
