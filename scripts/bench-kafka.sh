@@ -35,16 +35,7 @@ W=target/wasm32-wasip2/release
 LOGS=$(mktemp -d)
 export SLUICE_CACHE_DIR=$TOOLS/bench-cache
 
-# Seconds between the first and the last log line matching each pattern.
-span() { python3 - "$1" "$2" "$3" <<'PY'
-import datetime, re, sys
-log, start, end = open(sys.argv[1]).read().splitlines(), sys.argv[2], sys.argv[3]
-ts = lambda l: datetime.datetime.fromisoformat(re.match(r"\S+", l).group(0).replace("Z", "+00:00"))
-first = next(ts(l) for l in log if start in l)
-last = [ts(l) for l in log if end in l][-1]
-print(f"{(last - first).total_seconds():.3f}")
-PY
-}
+span() { python3 scripts/bench/span.py "$@"; }
 
 echo "filling $RUN-in with $N mock sessions ($PARTITIONS partitions)"
 $R run --plugin $W/mock.wasm --rate 0 --count "$N" --sink "kafka://$B/$RUN-in" 2>"$LOGS/fill.log"

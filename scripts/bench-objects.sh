@@ -35,16 +35,7 @@ export SLUICE_CACHE_DIR=$TOOLS/bench-cache AWS_ACCESS_KEY_ID=admin AWS_SECRET_AC
 RAW="s3://sluice-test/$RUN/raw?endpoint=$S&format=parquet"
 OUT="s3://sluice-test/$RUN/processed?endpoint=$S&format=parquet"
 
-# Seconds between the first and the last log line matching each pattern.
-span() { python3 - "$1" "$2" "$3" <<'PY'
-import datetime, re, sys
-log, start, end = open(sys.argv[1]).read().splitlines(), sys.argv[2], sys.argv[3]
-ts = lambda l: datetime.datetime.fromisoformat(re.match(r"\S+", l).group(0).replace("Z", "+00:00"))
-first = next(ts(l) for l in log if start in l)
-last = [ts(l) for l in log if end in l][-1]
-print(f"{(last - first).total_seconds():.3f}")
-PY
-}
+span() { python3 scripts/bench/span.py "$@"; }
 # Sum of bytes= over the "object written" lines of a log.
 object_bytes() { grep "object written" "$1" | sed -E 's/.*bytes=([0-9]+).*/\1/' | paste -sd+ | bc; }
 

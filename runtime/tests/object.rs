@@ -27,16 +27,7 @@ fn run(args: &[&str]) -> std::process::Output {
 
 /// Runs the runtime (with S3 credentials) with `input` on stdin.
 fn run_with_input(args: &[&str], input: &[u8]) -> std::process::Output {
-    use std::io::Write;
-    let mut child = with_credentials(&mut runtime())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("runtime starts");
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    child.wait_with_output().unwrap()
+    common::run_with(with_credentials(&mut runtime()).args(args), input)
 }
 
 /// Session ids, each with how often it occurs (mock timestamps follow the clock, ids do not).

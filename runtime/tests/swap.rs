@@ -139,6 +139,93 @@ fn log_of(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
+/// `runtime run --config` over [`stream_config`], its admin API up and its output being read.
+struct Stream {
+    dir: tempfile::TempDir,
+    child: Child,
+    addr: String,
+    log: PathBuf,
+    reader: JoinHandle<Outputs>,
+}
+
+impl Stream {
+    /// `transform`: the plugin to run; `None`: a copy of enrich at [`Stream::live`].
+    fn start(transform: Option<&Path>, rate: u64, count: u64, extra: &[&str]) -> Stream {
+        let dir = tempfile::tempdir().unwrap();
+        let transform = transform.map_or_else(
+            || {
+                let live = dir.path().join("enrich.wasm");
+                std::fs::copy(plugin("enrich"), &live).unwrap();
+                live
+            },
+            Path::to_owned,
+        );
+        let config = stream_config(dir.path(), &transform, rate, count);
+        let (addr, log) = (free_addr(), dir.path().join("log"));
+        let mut args = vec![
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--admin",
+            &addr,
+        ];
+        args.extend_from_slice(extra);
+        let mut child = spawn(&args, &log);
+        let reader = read_outputs(&mut child);
+        wait_for_admin(&addr);
+        Stream {
+            dir,
+            child,
+            addr,
+            log,
+            reader,
+        }
+    }
+
+    fn live(&self) -> PathBuf {
+        self.dir.path().join("enrich.wasm")
+    }
+
+    /// The admin API's view of the one transform slot.
+    fn view(&self) -> Value {
+        admin(&self.addr, "GET", "/pipelines", None).1[0].clone()
+    }
+
+    /// Waits (10 s at most) until the view satisfies `ok`.
+    fn wait_for(&self, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let v = self.view();
+            if ok(&v) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {v}\n{}",
+                log_of(&self.log)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn hangup(&self) {
+        Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+    }
+
+    /// Waits for a clean exit and returns what came out.
+    fn finish(mut self) -> (Outputs, String) {
+        assert!(
+            self.child.wait().unwrap().success(),
+            "{}",
+            log_of(&self.log)
+        );
+        (self.reader.join().unwrap(), log_of(&self.log))
+    }
+}
+
 /// Alternates enrich -> enrich_next -> enrich ... `swaps` times, `every` apart.
 fn swap_back_and_forth(addr: &str, pipeline: &str, slot: &str, swaps: usize, every: Duration) {
     let path = format!("/pipelines/{pipeline}/plugins/{slot}");
@@ -156,28 +243,17 @@ fn swap_back_and_forth(addr: &str, pipeline: &str, slot: &str, swaps: usize, eve
 
 #[test]
 fn twenty_swaps_under_a_steady_in_process_stream_lose_and_duplicate_nothing() {
-    let dir = tempfile::tempdir().unwrap();
     let total = 1_000_000u64;
-    let config = stream_config(dir.path(), &plugin("enrich"), 250_000, total);
-    let addr = free_addr();
-    let log = dir.path().join("log");
-    let mut child = spawn(
-        &[
-            "run",
-            "--config",
-            config.to_str().unwrap(),
-            "--admin",
-            &addr,
-        ],
-        &log,
+    let stream = Stream::start(Some(&plugin("enrich")), 250_000, total, &[]);
+    swap_back_and_forth(
+        &stream.addr,
+        "enrich",
+        "enrich",
+        20,
+        Duration::from_millis(120),
     );
-    let reader = read_outputs(&mut child);
-    wait_for_admin(&addr);
-    swap_back_and_forth(&addr, "enrich", "enrich", 20, Duration::from_millis(120));
-    let (_, views) = admin(&addr, "GET", "/pipelines", None);
-    assert_eq!(views[0]["swaps"], 20, "{views}");
-    assert!(child.wait().unwrap().success(), "{}", log_of(&log));
-    let out = reader.join().unwrap();
+    assert_eq!(stream.view()["swaps"], 20);
+    let (out, _) = stream.finish();
     eprintln!(
         "in-process: {} by enrich, {} by enrich_next",
         out.v1, out.v2
@@ -271,30 +347,13 @@ fn twenty_swaps_under_a_kafka_stream_lose_and_duplicate_nothing() {
 
 #[test]
 fn broken_versions_never_replace_the_running_one_and_a_trapping_one_rolls_back() {
-    let dir = tempfile::tempdir().unwrap();
     let total = 30_000u64;
-    let config = stream_config(dir.path(), &plugin("enrich"), 3000, total);
-    let (addr, log) = (free_addr(), dir.path().join("log"));
     // The settings reach every version: testkit traps on every record with them, producer's
     // `init` refuses them; enrich ignores both.
-    let mut child = spawn(
-        &[
-            "run",
-            "--config",
-            config.to_str().unwrap(),
-            "--admin",
-            &addr,
-            "--set",
-            "trap_all=true",
-            "--set",
-            "key_field=",
-        ],
-        &log,
-    );
-    let reader = read_outputs(&mut child);
-    wait_for_admin(&addr);
+    let settings = ["--set", "trap_all=true", "--set", "key_field="];
+    let stream = Stream::start(Some(&plugin("enrich")), 3000, total, &settings);
     let path = "/pipelines/enrich/plugins/enrich";
-    let garbage = dir.path().join("garbage.wasm");
+    let garbage = stream.dir.path().join("garbage.wasm");
     std::fs::write(&garbage, b"this is not wasm").unwrap();
     for (file, expected) in [
         (garbage.clone(), "not a WebAssembly file"),
@@ -308,7 +367,7 @@ fn broken_versions_never_replace_the_running_one_and_a_trapping_one_rolls_back()
             "is a component but not a Sluice plugin",
         ),
     ] {
-        let (status, body) = admin(&addr, "PUT", path, Some(&file));
+        let (status, body) = admin(&stream.addr, "PUT", path, Some(&file));
         assert_eq!(status, 422, "{}: {body}", file.display());
         assert!(
             body["error"].as_str().unwrap().contains(expected),
@@ -316,44 +375,23 @@ fn broken_versions_never_replace_the_running_one_and_a_trapping_one_rolls_back()
             file.display()
         );
     }
-    let (_, views) = admin(&addr, "GET", "/pipelines", None);
+    let view = stream.view();
     assert_eq!(
-        (
-            views[0]["swaps"].as_u64(),
-            views[0]["failed_loads"].as_u64()
-        ),
+        (view["swaps"].as_u64(), view["failed_loads"].as_u64()),
         (Some(0), Some(4)),
-        "{views}"
+        "{view}"
     );
-    assert_eq!(views[0]["name"], "enrich.wasm");
+    assert_eq!(view["name"], "enrich.wasm");
 
     // Loads fine, then traps on every record: it goes away by itself.
-    let (status, body) = admin(&addr, "PUT", path, Some(&plugin("testkit")));
+    let (status, body) = admin(&stream.addr, "PUT", path, Some(&plugin("testkit")));
     assert_eq!(status, 200, "{body}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, views) = admin(&addr, "GET", "/pipelines", None);
-        if views[0]["rollbacks"] == 1 {
-            assert_eq!(views[0]["name"], "enrich.wasm", "{views}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no rollback: {views}\n{}",
-            log_of(&log)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let (status, _) = admin(
-        &addr,
-        "POST",
-        "/pipelines/enrich/plugins/enrich/rollback",
-        None,
-    );
+    let view = stream.wait_for("a rollback", |v| v["rollbacks"] == 1);
+    assert_eq!(view["name"], "enrich.wasm", "{view}");
+    let (status, _) = admin(&stream.addr, "POST", &format!("{path}/rollback"), None);
     assert_eq!(status, 409, "nothing older to roll back to");
-    assert!(child.wait().unwrap().success(), "{}", log_of(&log));
-    assert!(log_of(&log).contains("rolled back"), "{}", log_of(&log));
-    let out = reader.join().unwrap();
+    let (out, log) = stream.finish();
+    assert!(log.contains("rolled back"), "{log}");
     assert_eq!(
         (out.v1, out.v2, out.duplicates),
         (total, 0, 0),
@@ -363,113 +401,49 @@ fn broken_versions_never_replace_the_running_one_and_a_trapping_one_rolls_back()
 
 #[test]
 fn watch_never_loads_a_half_written_file_and_sighup_reloads() {
-    let dir = tempfile::tempdir().unwrap();
-    let live = dir.path().join("enrich.wasm");
-    std::fs::copy(plugin("enrich"), &live).unwrap();
-    let config = stream_config(dir.path(), &live, 1000, 12_000);
-    let (addr, log) = (free_addr(), dir.path().join("log"));
-    let mut child = spawn(
-        &[
-            "run",
-            "--config",
-            config.to_str().unwrap(),
-            "--admin",
-            &addr,
-            "--watch",
-        ],
-        &log,
-    );
-    let reader = read_outputs(&mut child);
-    wait_for_admin(&addr);
-    let view = || admin(&addr, "GET", "/pipelines", None).1[0].clone();
-    let wait_for = |what: &str, ok: &dyn Fn(&Value) -> bool| {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let v = view();
-            if ok(&v) {
-                return v;
-            }
-            assert!(Instant::now() < deadline, "{what}: {v}\n{}", log_of(&log));
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
-    let next = std::fs::read(plugin("enrich_next")).unwrap();
+    let stream = Stream::start(None, 1000, 12_000, &["--watch"]);
+    let (live, next) = (stream.live(), std::fs::read(plugin("enrich_next")).unwrap());
 
     // Half of the new version, written in place, then left alone: never loaded.
     std::fs::write(&live, &next[..next.len() / 2]).unwrap();
-    wait_for("the truncated file is tried and refused", &|v| {
+    stream.wait_for("the truncated file is tried and refused", |v| {
         v["failed_loads"] == 1
     });
-    assert_eq!(view()["swaps"], 0);
+    assert_eq!(stream.view()["swaps"], 0);
     // The rest arrives: the whole file is loaded.
     let started = Instant::now();
     std::fs::write(&live, &next).unwrap();
-    wait_for("the complete file goes live", &|v| v["swaps"] == 1);
+    stream.wait_for("the complete file goes live", |v| v["swaps"] == 1);
     eprintln!("watch: file change to live in {:?}", started.elapsed());
     // An atomic rename back to the old version.
-    let tmp = dir.path().join("enrich.wasm.tmp");
+    let tmp = stream.dir.path().join("enrich.wasm.tmp");
     std::fs::copy(plugin("enrich"), &tmp).unwrap();
     std::fs::rename(&tmp, &live).unwrap();
-    wait_for("the renamed file goes live", &|v| v["swaps"] == 2);
+    stream.wait_for("the renamed file goes live", |v| v["swaps"] == 2);
 
     // A SIGHUP on top of the watcher: the new file is loaded once.
     std::fs::write(&live, &next).unwrap();
-    Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
-        .status()
-        .unwrap();
-    wait_for("SIGHUP (or the watcher) loads it", &|v| v["swaps"] == 3);
-    assert!(child.wait().unwrap().success(), "{}", log_of(&log));
-    let out = reader.join().unwrap();
+    stream.hangup();
+    stream.wait_for("SIGHUP (or the watcher) loads it", |v| v["swaps"] == 3);
+    let (out, _) = stream.finish();
     assert_eq!((out.v1 + out.v2, out.duplicates), (12_000, 0));
     assert!(out.v2 > 0);
 }
 
 #[test]
 fn sighup_reloads_plugin_files_and_settings_without_watch() {
-    let dir = tempfile::tempdir().unwrap();
-    let live = dir.path().join("enrich.wasm");
-    std::fs::copy(plugin("enrich"), &live).unwrap();
-    let config = stream_config(dir.path(), &live, 1000, 6000);
-    let (addr, log) = (free_addr(), dir.path().join("log"));
-    let mut child = spawn(
-        &[
-            "run",
-            "--config",
-            config.to_str().unwrap(),
-            "--admin",
-            &addr,
-        ],
-        &log,
-    );
-    let reader = read_outputs(&mut child);
-    wait_for_admin(&addr);
-    std::fs::copy(plugin("enrich_next"), &live).unwrap();
+    let stream = Stream::start(None, 1000, 6000, &[]);
+    std::fs::copy(plugin("enrich_next"), stream.live()).unwrap();
     std::thread::sleep(Duration::from_millis(800));
     assert_eq!(
-        admin(&addr, "GET", "/pipelines", None).1[0]["swaps"],
+        stream.view()["swaps"],
         0,
         "no --watch: nothing changes by itself"
     );
-    Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while admin(&addr, "GET", "/pipelines", None).1[0]["swaps"] != 1 {
-        assert!(
-            Instant::now() < deadline,
-            "SIGHUP did not reload:\n{}",
-            log_of(&log)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(
-        admin(&addr, "GET", "/pipelines", None).1[0]["origin"],
-        "sighup"
-    );
-    assert!(child.wait().unwrap().success(), "{}", log_of(&log));
-    let out = reader.join().unwrap();
+    stream.hangup();
+    let view = stream.wait_for("SIGHUP reloads", |v| v["swaps"] == 1);
+    assert_eq!(view["origin"], "sighup");
+    let (out, _) = stream.finish();
     assert_eq!(out.v1 + out.v2, 6000);
     assert!(out.v2 > 0);
 }
@@ -497,21 +471,8 @@ fn the_admin_api_listens_on_loopback_only_and_inspect_reads_it() {
     );
     assert!(e.contains("no runtime answers there"), "{e}");
 
-    let dir = tempfile::tempdir().unwrap();
-    let config = stream_config(dir.path(), &plugin("enrich"), 1000, 3000);
-    let (addr, log) = (free_addr(), dir.path().join("log"));
-    let mut child = spawn(
-        &[
-            "run",
-            "--config",
-            config.to_str().unwrap(),
-            "--admin",
-            &addr,
-        ],
-        &log,
-    );
-    let reader = read_outputs(&mut child);
-    wait_for_admin(&addr);
+    let stream = Stream::start(Some(&plugin("enrich")), 1000, 3000, &[]);
+    let addr = stream.addr.clone();
     let report = runtime()
         .args(["inspect", "--admin", &addr])
         .output()
@@ -534,6 +495,5 @@ fn the_admin_api_listens_on_loopback_only_and_inspect_reads_it() {
         Some(&plugin("enrich")),
     );
     assert_eq!(status, 404, "{body}");
-    assert!(child.wait().unwrap().success());
-    reader.join().unwrap();
+    stream.finish();
 }

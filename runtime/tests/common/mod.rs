@@ -52,8 +52,12 @@ pub fn runtime() -> Command {
 
 /// Runs `runtime ARGS` with `input` on stdin.
 pub fn run(args: &[&str], input: &[u8]) -> Output {
-    let mut child = runtime()
-        .args(args)
+    run_with(runtime().args(args), input)
+}
+
+/// Runs `cmd` (a [`runtime`] with arguments, maybe more environment) with `input` on stdin.
+pub fn run_with(cmd: &mut Command, input: &[u8]) -> Output {
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
