@@ -179,6 +179,21 @@ fn parquet_columns_can_be_given_by_example_records() {
     assert!(e.contains("examples.jsonl: line 1: invalid JSON"), "{e}");
 }
 
+/// Runs a Python `script` (with pyarrow) on `file`; what it prints, as JSON rows.
+fn pyarrow(script: &str, file: &Path) -> Vec<Value> {
+    let out = Command::new(s3::python())
+        .args(["-c", script])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pyarrow: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[test]
 fn parquet_from_pyarrow_is_ingested_and_ours_is_read_by_pyarrow() {
     let server = s3::server();
@@ -197,17 +212,7 @@ rows = [{"session_id": f"s{i}", "user_id": f"u{i % 7}", "latitude": 39.0 + i / 8
 pq.write_table(pa.Table.from_pylist(rows), sys.argv[1])
 print(json.dumps(rows))
 "#;
-    let out = Command::new(s3::python())
-        .args(["-c", script])
-        .arg(&fixture)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = pyarrow(script, &fixture);
     s3::put(&server, &format!("{prefix}/in/sessions.parquet"), &fixture);
 
     let source = s3::uri(&server, &format!("{prefix}/in"), "format=parquet");
@@ -229,18 +234,7 @@ import json, sys
 import pyarrow.parquet as pq
 print(json.dumps(pq.read_table(sys.argv[1]).to_pylist()))
 "#;
-    let out = Command::new(s3::python())
-        .args(["-c", read_back])
-        .arg(&ours)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "pyarrow cannot read ours: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let back: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(back, rows);
+    assert_eq!(pyarrow(read_back, &ours), rows);
 }
 
 /// The generator writes objects; the producer moves their rows into Kafka, keyed by user.
