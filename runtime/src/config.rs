@@ -96,6 +96,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<String>,
 
+    /// After SIGINT/SIGTERM (or a pipeline failing), how long the pipelines may take to drain,
+    /// flush and commit before the run gives up with an error (nothing acknowledged is lost).
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    pub grace_secs: u64,
+
     /// Serve Prometheus metrics (GET /metrics) and GET /health on this loopback address, e.g.
     /// 127.0.0.1:9902 (the admin address serves them too).
     #[arg(long, value_name = "ADDR")]

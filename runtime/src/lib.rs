@@ -169,7 +169,27 @@ pub async fn run(args: RunArgs) -> Result<Vec<(String, Stats)>> {
     }
     let mut results = Vec::new();
     let mut first_error = None;
-    while let Some(joined) = running.join_next().await {
+    let grace = std::time::Duration::from_secs(args.grace_secs);
+    let mut stopping = stop.clone();
+    let deadline = async move {
+        let _ = stopping.wait_for(|s| *s).await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::pin!(deadline);
+    loop {
+        let joined = tokio::select! {
+            joined = running.join_next() => joined,
+            _ = &mut deadline => {
+                running.abort_all();
+                bail!(
+                    "the pipelines did not finish within the grace period of {} s after the stop \
+                     signal (a sink not acknowledging?); what was in flight is not acknowledged \
+                     and will be read again at the next start (raise --grace-secs to wait longer)",
+                    grace.as_secs()
+                );
+            }
+        };
+        let Some(joined) = joined else { break };
         let (name, result) = joined.map_err(|e| anyhow!("a pipeline panicked: {e}"))?;
         match result {
             Ok(stats) => results.push((name, stats)),

@@ -71,7 +71,12 @@ fn main() -> ExitCode {
             .enable_all()
             .build()
             .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(sluice::run(*args)))
+            .and_then(|rt| {
+                let result = rt.block_on(sluice::run(*args));
+                // Work abandoned after the grace period must not hold the exit.
+                rt.shutdown_timeout(std::time::Duration::from_secs(1));
+                result
+            })
             .map(drop),
         Command::Inspect {
             plugin: Some(plugin),

@@ -361,3 +361,51 @@ fn json_logs_are_one_object_per_line_with_the_pipeline() {
         (Some(2), Some(1))
     );
 }
+
+#[test]
+fn a_sink_that_never_acknowledges_is_given_up_after_the_grace_period() {
+    use common::kafka::{create_topic, sink_uri, unique, PrivateBroker};
+    let broker = PrivateBroker::start();
+    let topic = unique("grace");
+    create_topic(&broker.addr, &topic, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let mut child = runtime()
+        .args([
+            "run",
+            "--plugin",
+            plugin("mock").to_str().unwrap(),
+            "--rate",
+            "500",
+        ])
+        .args([
+            "--sink",
+            &sink_uri(&broker.addr, &topic),
+            "--grace-secs",
+            "2",
+        ])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    broker.signal("-STOP"); // deliveries now wait forever
+    std::thread::sleep(Duration::from_millis(500));
+    let stopped = Instant::now();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    let took = stopped.elapsed();
+    eprintln!("stopped after {took:?}");
+    broker.signal("-CONT");
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(!status.success(), "{log}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    let last = log.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("did not finish within the grace period of 2 s"),
+        "{log}"
+    );
+}
