@@ -77,6 +77,11 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub memory_limit_mib: u32,
 
+    /// Fuel (roughly, wasm instructions) one plugin call may burn; off by default (metering
+    /// costs every call; the batch deadline always applies).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub fuel: Option<u64>,
+
     /// What plugins may read beyond their input: `clock`, `random` (comma-separated) or `none`.
     /// Default: source plugins get both, transforms neither. Files, network and environment
     /// are never offered.
@@ -142,6 +147,7 @@ pub struct PipelineSpec {
     pub memory_limit_mib: u32,
     pub batch_deadline_ms: u64,
     pub capabilities: Option<Capabilities>,
+    pub fuel: Option<u64>,
     pub state: Option<PathBuf>,
 }
 
@@ -169,6 +175,7 @@ impl PipelineSpec {
         Limits {
             memory_bytes: (self.memory_limit_mib as usize) << 20,
             batch_deadline: Duration::from_millis(self.batch_deadline_ms),
+            fuel: self.fuel,
             capabilities: self.capabilities,
         }
     }
@@ -227,6 +234,7 @@ impl RunArgs {
                 memory_limit_mib: self.memory_limit_mib,
                 batch_deadline_ms: self.batch_deadline_ms,
                 capabilities: self.capabilities,
+                fuel: self.fuel,
                 state: self.state.clone(),
             }]),
         }
@@ -267,6 +275,7 @@ struct PipelineEntry {
     batch_deadline_ms: Option<u64>,
     /// `["clock", "random"]`, a subset, or `[]`.
     capabilities: Option<Vec<String>>,
+    fuel: Option<u64>,
     state: Option<PathBuf>,
 }
 
@@ -411,6 +420,7 @@ fn parse_pipelines(
                 ),
                 None => defaults.capabilities,
             },
+            fuel: p.fuel.or(defaults.fuel),
             state: p.state.map(|f| dir.join(f)),
             name: p.name,
         });

@@ -32,7 +32,8 @@ pub async fn run(args: RunArgs) -> Result<Vec<(String, Stats)>> {
         .cache_dir
         .clone()
         .unwrap_or_else(ArtifactCache::default_dir);
-    let engine = Arc::new(PluginEngine::new(cache_dir.clone())?);
+    let fuel = specs.iter().any(|s| s.fuel.is_some());
+    let engine = Arc::new(PluginEngine::with_fuel(cache_dir.clone(), fuel)?);
     // Every plugin of every pipeline loads (and `init`s) before anything is read.
     let mut loaded = Vec::new();
     for spec in &specs {

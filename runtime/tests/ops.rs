@@ -409,3 +409,38 @@ fn a_sink_that_never_acknowledges_is_given_up_after_the_grace_period() {
         "{log}"
     );
 }
+
+#[test]
+fn fuel_stops_a_runaway_plugin_long_before_its_deadline() {
+    let started = Instant::now();
+    let out = common::run(
+        &[
+            "run",
+            "--plugin",
+            plugin("testkit").to_str().unwrap(),
+            "--fuel",
+            "50000000",
+        ]
+        .into_iter()
+        .chain(["--batch-deadline-ms", "600000", "--on-error", "skip"])
+        .collect::<Vec<_>>(),
+        b"\"a\"\n\"LOOP\"\n\"b\"\n",
+    );
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert_eq!(
+        common::stdout(&out),
+        "\"a\"\n\"b\"\n",
+        "its neighbours go on"
+    );
+    let err = common::stderr(&out);
+    assert!(
+        err.contains("stdin:2: plugin testkit.wasm ran out of its fuel of 50000000 per batch"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the 10-minute deadline did not have to act"
+    );
+    let e = common::error_line(&common::run(&["run", "--fuel", "0"], b""));
+    assert!(e.contains("--fuel"), "{e}");
+}

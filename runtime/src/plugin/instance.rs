@@ -47,7 +47,7 @@ fn instantiate<B>(
     init: impl FnOnce(&B, &mut Store<HostState>) -> wasmtime::Result<Result<(), String>>,
 ) -> Result<(Store<HostState>, B)> {
     let mut store = plugin.new_store();
-    store.set_epoch_deadline(plugin.limits.deadline_ticks());
+    arm(plugin, &mut store);
     let bindings = make(&mut store, &plugin.pre)
         .map_err(|e| anyhow!("cannot instantiate plugin {}: {e:#}", plugin.name))?;
     match init(&bindings, &mut store) {
@@ -64,8 +64,23 @@ fn instantiate<B>(
     }
 }
 
-/// Words for a trap: deadline, memory cap, or the plugin's own panic message.
+/// The budget of one call: the epoch deadline, and fuel when the engine meters it.
+fn arm(plugin: &Plugin, store: &mut Store<HostState>) {
+    store.set_epoch_deadline(plugin.limits.deadline_ticks());
+    if plugin.engine.fuel {
+        // Cannot fail: the engine meters fuel.
+        let _ = store.set_fuel(plugin.limits.fuel.unwrap_or(u64::MAX));
+    }
+}
+
+/// Words for a trap: deadline, fuel, memory cap, or the plugin's own panic message.
 fn describe_trap(plugin: &Plugin, store: &Store<HostState>, error: &wasmtime::Error) -> String {
+    if let Some(Trap::OutOfFuel) = error.downcast_ref::<Trap>() {
+        return format!(
+            "ran out of its fuel of {} per batch (an endless loop?); raise --fuel if the work is real",
+            plugin.limits.fuel.unwrap_or(u64::MAX)
+        );
+    }
     if let Some(Trap::Interrupt) = error.downcast_ref::<Trap>() {
         return format!(
             "ran past its batch deadline of {:?} (an endless loop?); raise --batch-deadline-ms if the work is real",
@@ -140,7 +155,7 @@ impl TransformInstance {
         }
         wire::patch_count(&mut self.input, at, records.len() as u32);
 
-        store.set_epoch_deadline(self.plugin.limits.deadline_ticks());
+        arm(&self.plugin, store);
         match bindings.call_process(&mut *store, &self.input) {
             Ok(Ok(out)) => {
                 decode_outcomes(Bytes::from(out), records).map_err(|error| BatchError::Malformed {
@@ -260,7 +275,7 @@ impl SourceInstance {
                 message: "it trapped earlier".into(),
             });
         };
-        store.set_epoch_deadline(self.plugin.limits.deadline_ticks());
+        arm(&self.plugin, store);
         match bindings.call_next(&mut *store, max, now_ms) {
             Ok(Ok(out)) => {
                 let buf = Bytes::from(out);

@@ -14,6 +14,9 @@ pub struct Limits {
     pub memory_bytes: usize,
     /// Wall-clock time one call (one batch) may take before it is interrupted.
     pub batch_deadline: Duration,
+    /// Fuel (roughly, wasm instructions) one call may burn; `None`: unmetered (the deadline
+    /// still applies).
+    pub fuel: Option<u64>,
     /// What the plugin may read beyond its input; `None`: by world (sources get the clock and
     /// random numbers to generate data, transforms nothing).
     pub capabilities: Option<Capabilities>,
@@ -58,6 +61,7 @@ impl Default for Limits {
         Limits {
             memory_bytes: 128 << 20,
             batch_deadline: Duration::from_secs(2),
+            fuel: None,
             capabilities: None,
         }
     }

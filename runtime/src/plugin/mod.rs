@@ -46,6 +46,9 @@ impl fmt::Display for World {
 /// The wasmtime engine with its linker, artifact cache and epoch ticker.
 pub struct PluginEngine {
     engine: Engine,
+    /// Whether calls are metered in fuel (only when some plugin has a fuel limit: metering
+    /// costs every call).
+    fuel: bool,
     linker: Linker<HostState>,
     cache: ArtifactCache,
     ticker_stop: Arc<AtomicBool>,
@@ -56,9 +59,15 @@ const MAX_INSTANCES: u32 = 256;
 
 impl PluginEngine {
     pub fn new(cache_dir: PathBuf) -> Result<Self> {
+        Self::with_fuel(cache_dir, false)
+    }
+
+    /// An engine that meters fuel, for plugins with a fuel limit per call.
+    pub fn with_fuel(cache_dir: PathBuf, fuel: bool) -> Result<Self> {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
+        config.consume_fuel(fuel);
         config.cranelift_opt_level(OptLevel::Speed);
         // The pooling allocator instantiates in microseconds with no mmap spikes; the on-demand
         // allocator showed 1-4 ms instantiation spikes. A wasip2 Rust component has a few core
@@ -94,6 +103,7 @@ impl PluginEngine {
         let cache = ArtifactCache::new(cache_dir, &engine);
         Ok(PluginEngine {
             engine,
+            fuel,
             linker,
             cache,
             ticker_stop,
