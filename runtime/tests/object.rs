@@ -775,3 +775,93 @@ fn the_stack_runs_against_kafka_and_s3_by_changing_only_endpoints() {
         "archived rows came through processed_sessions"
     );
 }
+
+/// Kafka -> enrich -> S3 through everything going wrong in one run: the runtime killed -9 and
+/// restarted, the broker paused for 10 s, the S3 server gone for 10 s. Nothing is lost.
+#[test]
+fn kafka_to_s3_survives_a_crash_a_broker_pause_and_an_s3_outage_in_one_run() {
+    let broker = kafka::PrivateBroker::start();
+    let mut server = s3::PrivateServer::start();
+    let (topic, group, prefix) = (unique("faults"), unique("faults"), unique("faults"));
+    create_topic(&broker.addr, &topic, 4);
+    let total = 200_000u64;
+    generate(31, total, &kafka::sink_uri(&broker.addr, &topic));
+    let dir = tempfile::tempdir().unwrap();
+    let sink = s3::uri(&server.addr, &prefix, "format=jsonl&roll=500ms");
+    let start = |n: usize| -> Child {
+        with_credentials(&mut runtime())
+            .args([
+                "run",
+                "--source",
+                &kafka::source_uri(&broker.addr, &topic, &group),
+            ])
+            .args([
+                "--plugin",
+                plugin("enrich").to_str().unwrap(),
+                "--sink",
+                &sink,
+            ])
+            // One record per batch: the object sink acks every 500 ms, so the stream is still
+            // flowing when the faults hit.
+            .args(["--batch-size", "1", "--workers", "1"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join(format!("log{n}"))).unwrap())
+            .spawn()
+            .unwrap()
+    };
+    let log =
+        |n: usize| std::fs::read_to_string(dir.path().join(format!("log{n}"))).unwrap_or_default();
+    let wait_for_log = |n: usize, needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !log(n).contains(needle) {
+            assert!(Instant::now() < deadline, "no `{needle}`:\n{}", log(n));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let mut first = start(0);
+    wait_for_log(0, "object written");
+    first.kill().unwrap(); // kill -9
+    first.wait().unwrap();
+    let mut second = start(1);
+    wait_for_log(1, "object written");
+    broker.signal("-STOP");
+    std::thread::sleep(Duration::from_secs(10));
+    broker.signal("-CONT");
+    std::thread::sleep(Duration::from_secs(2));
+    server.kill();
+    std::thread::sleep(Duration::from_secs(10));
+    server.restart();
+    // Until every record is in the bucket (read back with a progress file of its own).
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let source = s3::uri(&server.addr, &prefix, "format=jsonl");
+    let rows = loop {
+        std::thread::sleep(Duration::from_secs(3));
+        let _ = std::fs::remove_file(dir.path().join("state"));
+        let rows = read_all(&source, &dir.path().join("state"));
+        if ids(&rows).len() as u64 >= total || Instant::now() > deadline {
+            break rows;
+        }
+        assert!(
+            second.try_wait().unwrap().is_none(),
+            "the runtime exited:\n{}",
+            log(1)
+        );
+    };
+    Command::new("kill")
+        .args(["-TERM", &second.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(second.wait().unwrap().success(), "{}", log(1));
+    let unique_sessions = ids(&rows).len() as u64;
+    eprintln!(
+        "faults: {total} in, {} rows in the bucket, {} duplicates, {} lost",
+        rows.len(),
+        rows.len() as u64 - unique_sessions,
+        total - unique_sessions
+    );
+    assert_eq!(unique_sessions, total, "records lost:\n{}", log(1));
+    assert!(
+        log(1).contains("retrying in"),
+        "the S3 outage was not noticed"
+    );
+}
