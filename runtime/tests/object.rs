@@ -148,6 +148,31 @@ fn local_directory_round_trip_in_both_formats_and_progress_is_kept() {
 }
 
 #[test]
+fn a_backfill_shows_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let uri = format!("file://{}/many?format=jsonl", dir.path().display());
+    generate(4, 256 * 120, &format!("{uri}&roll_records=1"));
+    let out = run(&[
+        "run",
+        "--source",
+        &format!("{uri}&follow=false"),
+        "--state",
+        dir.path().join("s").to_str().unwrap(),
+    ]);
+    ok(&out);
+    assert_eq!(stdout(&out).lines().count(), 256 * 120);
+    let err = stderr(&out);
+    let line = err
+        .lines()
+        .find(|l| l.contains("objects_read="))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        line.contains("objects_read=100 objects_left=20 rows_read=25344"),
+        "{line}"
+    );
+}
+
+#[test]
 fn parquet_columns_can_be_given_by_example_records() {
     let dir = tempfile::tempdir().unwrap();
     let examples = dir.path().join("examples.jsonl");

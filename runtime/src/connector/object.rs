@@ -785,7 +785,14 @@ pub struct ObjectSource {
     lanes: u32,
     last_list: Option<Instant>,
     saver: tokio::task::JoinHandle<()>,
+    /// Objects opened and rows handed out, for the progress line of long backfills.
+    opened: u64,
+    rows: u64,
+    last_progress: Instant,
 }
+
+/// How often (at most; and every 100 objects) a source with a backlog says how far it got.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 impl ObjectSource {
     pub async fn open(uri: &ObjectUri, state: Option<PathBuf>) -> Result<Self> {
@@ -823,6 +830,9 @@ impl ObjectSource {
             lanes: 0,
             last_list: None,
             saver,
+            opened: 0,
+            rows: 0,
+            last_progress: Instant::now(),
         })
     }
 
@@ -983,6 +993,7 @@ impl Source for ObjectSource {
                         })
                         .collect();
                     object.next_row += n as u64;
+                    self.rows += n as u64;
                     // An error is handed out once the rows before it are.
                     let error = if object.ahead.is_empty() {
                         object.error.take().map(|(row, message)| {
@@ -1013,6 +1024,11 @@ impl Source for ObjectSource {
                 }
                 if let Some(key) = self.queue.pop_front() {
                     self.current = Some(self.open_object(key).await?);
+                    self.opened += 1;
+                    if self.last_progress.elapsed() >= PROGRESS_EVERY || self.opened % 100 == 0 {
+                        self.last_progress = Instant::now();
+                        tracing::info!(uri = %self.uri.display, objects_read = self.opened, objects_left = self.queue.len(), rows_read = self.rows, "progress");
+                    }
                     continue;
                 }
                 if let Some(t) = self.last_list {
