@@ -1025,7 +1025,9 @@ impl Source for ObjectSource {
                 if let Some(key) = self.queue.pop_front() {
                     self.current = Some(self.open_object(key).await?);
                     self.opened += 1;
-                    if self.last_progress.elapsed() >= PROGRESS_EVERY || self.opened % 100 == 0 {
+                    if self.last_progress.elapsed() >= PROGRESS_EVERY
+                        || self.opened.is_multiple_of(100)
+                    {
                         self.last_progress = Instant::now();
                         tracing::info!(uri = %self.uri.display, objects_read = self.opened, objects_left = self.queue.len(), rows_read = self.rows, "progress");
                     }
