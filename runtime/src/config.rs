@@ -134,6 +134,8 @@ pub struct RunArgs {
 pub struct PipelineSpec {
     pub name: String,
     pub plugins: Vec<PathBuf>,
+    /// Per-plugin limits and settings over the pipeline's, by position (empty: none).
+    pub overrides: Vec<PluginOverrides>,
     /// `None`: the first plugin is a source, or stdin.
     pub source: Option<String>,
     pub sink: String,
@@ -161,22 +163,66 @@ impl RunArgs {
     }
 }
 
+/// What one plugin of a pipelines file sets for itself.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PluginOverrides {
+    pub settings: Vec<(String, String)>,
+    pub memory_limit_mib: Option<u32>,
+    pub batch_deadline_ms: Option<u64>,
+    pub fuel: Option<u64>,
+    pub capabilities: Option<Capabilities>,
+}
+
 impl PipelineSpec {
+    /// The limits of plugin `i`: its own where it sets them, else the pipeline's.
+    pub fn plugin_limits(&self, i: usize) -> Limits {
+        let o = self.overrides.get(i).cloned().unwrap_or_default();
+        Limits {
+            memory_bytes: (o.memory_limit_mib.unwrap_or(self.memory_limit_mib) as usize) << 20,
+            batch_deadline: Duration::from_millis(
+                o.batch_deadline_ms.unwrap_or(self.batch_deadline_ms),
+            ),
+            fuel: o.fuel.or(self.fuel),
+            capabilities: o.capabilities.or(self.capabilities),
+        }
+    }
+
+    /// The settings plugin `i` gets in `init`: the pipeline's, then its own (which win).
+    pub fn plugin_settings(&self, i: usize) -> Vec<(String, String)> {
+        let own = self
+            .overrides
+            .get(i)
+            .map(|o| o.settings.clone())
+            .unwrap_or_default();
+        let mut all: Vec<(String, String)> = self
+            .settings
+            .iter()
+            .filter(|(k, _)| !own.iter().any(|(o, _)| o == k))
+            .cloned()
+            .collect();
+        all.extend(own);
+        all
+    }
+
+    /// Whether any plugin has a fuel limit (the engine then meters fuel).
+    pub fn uses_fuel(&self) -> bool {
+        self.fuel.is_some() || self.overrides.iter().any(|o| o.fuel.is_some())
+    }
+
     /// The spec with plugin files and settings left out: what SIGHUP cannot change in place.
     pub fn shape(&self) -> PipelineSpec {
         PipelineSpec {
             plugins: Vec::new(),
             settings: Vec::new(),
+            overrides: self
+                .overrides
+                .iter()
+                .map(|o| PluginOverrides {
+                    settings: Vec::new(),
+                    ..o.clone()
+                })
+                .collect(),
             ..self.clone()
-        }
-    }
-
-    pub fn limits(&self) -> Limits {
-        Limits {
-            memory_bytes: (self.memory_limit_mib as usize) << 20,
-            batch_deadline: Duration::from_millis(self.batch_deadline_ms),
-            fuel: self.fuel,
-            capabilities: self.capabilities,
         }
     }
 }
@@ -222,6 +268,7 @@ impl RunArgs {
             None => Ok(vec![PipelineSpec {
                 name: "main".to_owned(),
                 plugins: self.plugins.clone(),
+                overrides: Vec::new(),
                 source: self.source.clone(),
                 sink: self.sink.clone(),
                 settings: self.settings.clone(),
@@ -253,12 +300,32 @@ struct PipelinesFile {
     pipelines: Vec<PipelineEntry>,
 }
 
+/// A plugin in a pipelines file: a path, or a table with its own limits and settings.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum PluginEntry {
+    Path(PathBuf),
+    Table(PluginTable),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PluginTable {
+    path: PathBuf,
+    #[serde(default)]
+    settings: BTreeMap<String, toml::Value>,
+    memory_limit_mib: Option<u32>,
+    batch_deadline_ms: Option<u64>,
+    fuel: Option<u64>,
+    capabilities: Option<Vec<String>>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PipelineEntry {
     name: String,
     #[serde(default)]
-    plugins: Vec<PathBuf>,
+    plugins: Vec<PluginEntry>,
     source: Option<String>,
     sink: String,
     /// Handed to every plugin's `init`.
@@ -289,6 +356,28 @@ pub fn parse_pipelines_text(text: &str, dir: &Path) -> Result<Vec<PipelineSpec>>
     }
     let defaults = <Cli as clap::Parser>::parse_from(["runtime"]).run;
     parse_pipelines(text, dir, &[], &defaults)
+}
+
+/// Settings as `init` gets them: strings, numbers and booleans as text.
+fn settings_of(owner: &str, table: BTreeMap<String, toml::Value>) -> Result<Vec<(String, String)>> {
+    table
+        .into_iter()
+        .map(|(k, v)| {
+            let v = match v {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                other => {
+                    return Err(anyhow!(
+                    "pipeline `{owner}`: setting `{k}` is a {}: give a string, number or boolean",
+                    other.type_str()
+                ))
+                }
+            };
+            Ok((k, v))
+        })
+        .collect()
 }
 
 /// Parses a pipelines file; `defaults` gives what an entry leaves out (the CLI's values).
@@ -370,27 +459,46 @@ fn parse_pipelines(
             p.workers.is_none_or(|w| (1..=1024).contains(&w)),
             "use 1 to 1024",
         )?;
-        let settings = p
-            .settings
+        let settings = settings_of(&p.name, p.settings)?
             .into_iter()
-            .map(|(k, v)| {
-                let v = match v {
-                    toml::Value::String(s) => s,
-                    toml::Value::Integer(i) => i.to_string(),
-                    toml::Value::Float(f) => f.to_string(),
-                    toml::Value::Boolean(b) => b.to_string(),
-                    other => {
-                        return Err(anyhow!(
-                        "pipeline `{}`: setting `{k}` is a {}: give a string, number or boolean",
-                        p.name,
-                        other.type_str()
-                    ))
-                    }
-                };
-                Ok((k, v))
-            })
-            .chain(defaults.settings.iter().cloned().map(Ok))
-            .collect::<Result<_>>()?;
+            .chain(defaults.settings.iter().cloned())
+            .collect();
+        let mut paths = Vec::new();
+        let mut overrides = Vec::new();
+        for entry in p.plugins {
+            match entry {
+                PluginEntry::Path(path) => {
+                    paths.push(dir.join(path));
+                    overrides.push(PluginOverrides::default());
+                }
+                PluginEntry::Table(t) => {
+                    let what = format!("{} ({})", p.name, t.path.display());
+                    check(
+                        "memory_limit_mib",
+                        t.memory_limit_mib.is_none_or(|m| (1..=4096).contains(&m)),
+                        "use 1 to 4096",
+                    )?;
+                    check(
+                        "batch_deadline_ms",
+                        t.batch_deadline_ms.is_none_or(|d| d >= 1),
+                        "give milliseconds >= 1",
+                    )?;
+                    check("fuel", t.fuel.is_none_or(|f| f >= 1), "give fuel >= 1")?;
+                    overrides.push(PluginOverrides {
+                        settings: settings_of(&what, t.settings)?,
+                        memory_limit_mib: t.memory_limit_mib,
+                        batch_deadline_ms: t.batch_deadline_ms,
+                        fuel: t.fuel,
+                        capabilities: t
+                            .capabilities
+                            .map(|names| Capabilities::parse(names.iter().map(String::as_str)))
+                            .transpose()
+                            .map_err(|e| anyhow!("pipeline `{what}`: {e}"))?,
+                    });
+                    paths.push(dir.join(t.path));
+                }
+            }
+        }
         specs.push(PipelineSpec {
             source: p
                 .source
@@ -398,7 +506,8 @@ fn parse_pipelines(
                 .map(|s| resolve(&p.name, "source", s))
                 .transpose()?,
             sink: resolve(&p.name, "sink", &p.sink)?,
-            plugins: p.plugins.iter().map(|f| dir.join(f)).collect(),
+            plugins: paths,
+            overrides,
             settings,
             rate,
             count: p.count,
@@ -522,6 +631,53 @@ mod tests {
             Some(PathBuf::from("/etc/sluice/state.json"))
         );
         assert_eq!(specs[1].batch_size, 256);
+    }
+
+    #[test]
+    fn plugins_can_set_their_own_limits_and_settings() {
+        let text = r#"
+            [[pipeline]]
+            name = "p"
+            sink = "stdout"
+            memory_limit_mib = 64
+            settings = { seed = 1, mode = "a" }
+            plugins = ["a.wasm", { path = "b.wasm", memory_limit_mib = 16, fuel = 1000, capabilities = ["clock"], settings = { mode = "b" } }]
+        "#;
+        let specs = parse_pipelines(text, Path::new("/x"), &[], &args(&[])).unwrap();
+        let p = &specs[0];
+        assert_eq!(
+            p.plugins,
+            [PathBuf::from("/x/a.wasm"), PathBuf::from("/x/b.wasm")]
+        );
+        assert_eq!(
+            (p.plugin_limits(0).memory_bytes, p.plugin_limits(0).fuel),
+            (64 << 20, None)
+        );
+        let b = p.plugin_limits(1);
+        assert_eq!((b.memory_bytes, b.fuel), (16 << 20, Some(1000)));
+        assert_eq!(
+            b.capabilities,
+            Some(Capabilities {
+                clock: true,
+                random: false
+            })
+        );
+        assert_eq!(
+            p.plugin_settings(0),
+            [("mode".into(), "a".into()), ("seed".into(), "1".into())]
+        );
+        assert_eq!(
+            p.plugin_settings(1),
+            [("seed".into(), "1".into()), ("mode".into(), "b".into())]
+        );
+        assert!(p.uses_fuel());
+        let bad = text.replace("fuel = 1000", "fuel = 0");
+        let e = parse_pipelines(&bad, Path::new("/x"), &[], &args(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("fuel: give fuel >= 1"), "{e}");
+        let bad = text.replace("fuel = 1000", "fuels = 1000");
+        assert!(parse_pipelines(&bad, Path::new("/x"), &[], &args(&[])).is_err());
     }
 
     #[test]

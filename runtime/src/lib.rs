@@ -32,7 +32,7 @@ pub async fn run(args: RunArgs) -> Result<Vec<(String, Stats)>> {
         .cache_dir
         .clone()
         .unwrap_or_else(ArtifactCache::default_dir);
-    let fuel = specs.iter().any(|s| s.fuel.is_some());
+    let fuel = specs.iter().any(PipelineSpec::uses_fuel);
     let engine = Arc::new(PluginEngine::with_fuel(cache_dir.clone(), fuel)?);
     // Every plugin of every pipeline loads (and `init`s) before anything is read.
     let mut loaded = Vec::new();
@@ -225,7 +225,7 @@ fn load_plugins(
     let mut source: Option<Box<dyn Source>> = None;
     let mut plugins = Vec::new();
     for (i, path) in spec.plugins.iter().enumerate() {
-        let plugin = engine.load(path, spec.settings.clone(), spec.limits())?;
+        let plugin = engine.load(path, spec.plugin_settings(i), spec.plugin_limits(i))?;
         tracing::info!(pipeline = %spec.name, plugin = %plugin.name, world = %plugin.world, sha256 = %plugin.compiled.sha256, "loaded");
         match plugin.world {
             World::Source if i == 0 && spec.source.is_none() => {
@@ -249,7 +249,7 @@ fn load_plugins(
                 i,
                 plugin,
                 engine.clone(),
-                spec.settings.clone(),
+                spec.plugin_settings(i),
                 policy,
             )),
         }
@@ -284,7 +284,7 @@ fn reload_on_sighup(
                                     if let Ok(mut p) = slot.configured.lock() {
                                         p.clone_from(path);
                                     }
-                                    slot.set_settings(spec.settings.clone());
+                                    slot.set_settings(spec.plugin_settings(slot.index));
                                 }
                             }
                         }

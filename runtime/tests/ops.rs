@@ -444,3 +444,50 @@ fn fuel_stops_a_runaway_plugin_long_before_its_deadline() {
     let e = common::error_line(&common::run(&["run", "--fuel", "0"], b""));
     assert!(e.contains("--fuel"), "{e}");
 }
+
+#[test]
+fn limits_and_settings_can_be_set_per_plugin_in_a_pipelines_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.toml");
+    let (enrich, testkit) = (plugin("enrich"), plugin("testkit"));
+    // Fuel only on testkit; enrich (first) runs unmetered.
+    std::fs::write(
+        &file,
+        format!(
+            "[[pipeline]]\nname = \"p\"\nsource = \"stdin\"\nsink = \"stdout\"\non_error = \"skip\"\nbatch_deadline_ms = 600000\n\
+             plugins = [{{ path = \"{}\", fuel = 50000000 }}]\n",
+            testkit.display()
+        ),
+    )
+    .unwrap();
+    let out = common::run(
+        &["run", "--config", file.to_str().unwrap()],
+        b"\"a\"\n\"LOOP\"\n",
+    );
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert_eq!(common::stdout(&out), "\"a\"\n");
+    assert!(
+        common::stderr(&out).contains("ran out of its fuel of 50000000"),
+        "{}",
+        common::stderr(&out)
+    );
+    // Settings of one plugin reach only its `init`.
+    std::fs::write(
+        &file,
+        format!(
+            "[[pipeline]]\nname = \"p\"\nsource = \"stdin\"\nsink = \"stdout\"\n\
+             plugins = [\"{}\", {{ path = \"{}\", settings = {{ fail_init = \"no thanks\" }} }}]\n",
+            enrich.display(),
+            testkit.display()
+        ),
+    )
+    .unwrap();
+    let e = common::error_line(&common::run(
+        &["run", "--config", file.to_str().unwrap()],
+        b"",
+    ));
+    assert!(
+        e.contains("testkit.wasm refused its config in `init`: no thanks"),
+        "{e}"
+    );
+}
