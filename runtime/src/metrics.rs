@@ -135,6 +135,7 @@ impl Metrics {
         let _ = writeln!(out, "# HELP sluice_plugin_records_total Records a plugin version processed.\n# TYPE sluice_plugin_records_total counter");
         let _ = writeln!(out, "# HELP sluice_plugin_failures_total Records a plugin version failed (errors and traps).\n# TYPE sluice_plugin_failures_total counter");
         let _ = writeln!(out, "# HELP sluice_plugin_live 1 for the live version of a plugin slot.\n# TYPE sluice_plugin_live gauge");
+        let _ = writeln!(out, "# HELP sluice_plugin_memory_peak_bytes Largest linear memory an instance of a plugin version grew to.\n# TYPE sluice_plugin_memory_peak_bytes gauge");
         for slot in &slots {
             for (version, live) in slot.versions() {
                 let labels = format!(
@@ -155,6 +156,11 @@ impl Metrics {
                     version.failures.load(Relaxed)
                 );
                 let _ = writeln!(out, "sluice_plugin_live{{{labels}}} {}", u8::from(live));
+                let _ = writeln!(
+                    out,
+                    "sluice_plugin_memory_peak_bytes{{{labels}}} {}",
+                    version.plugin.memory_peak.load(Relaxed)
+                );
             }
         }
         type SlotCounter = fn(&crate::plugin::SlotCounters) -> u64;

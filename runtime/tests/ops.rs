@@ -83,6 +83,8 @@ fn metrics_count_records_per_pipeline_and_plugin_version() {
     assert!(generated >= enriched && enriched >= 2000.0, "{text}");
     let version = sample(&text, "sluice_plugin_records_total{pipeline=\"enrich\",slot=\"0\",plugin=\"enrich.wasm\",version=\"").unwrap();
     assert!(version >= 2000.0, "{text}");
+    let memory = sample(&text, "sluice_plugin_memory_peak_bytes{pipeline=\"enrich\"").unwrap();
+    assert!(memory >= 65536.0, "{text}");
     assert_eq!(
         sample(&text, "sluice_plugin_live{pipeline=\"enrich\""),
         Some(1.0),
@@ -402,7 +404,7 @@ fn a_sink_that_never_acknowledges_is_given_up_after_the_grace_period() {
     broker.signal("-CONT");
     let log = std::fs::read_to_string(&log).unwrap();
     assert!(!status.success(), "{log}");
-    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert!(took < Duration::from_secs(10), "took {took:?}:\n{log}");
     let last = log.lines().last().unwrap_or_default();
     assert!(
         last.contains("did not finish within the grace period of 2 s"),

@@ -1,7 +1,6 @@
 //! Host bindings for the two worlds of `wit/plugin.wit`, and the host side of its imports.
 
 use wasmtime::component::ResourceTable;
-use wasmtime::StoreLimits;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -26,7 +25,7 @@ pub use transform::sluice::plugin::host;
 /// memory limit and a buffer of what it wrote to stderr (a panic message, for error reports).
 pub struct HostState {
     pub plugin: std::sync::Arc<str>,
-    pub limits: StoreLimits,
+    pub limits: super::limits::MemoryWatch,
     pub stderr: MemoryOutputPipe,
     wasi: WasiCtx,
     table: ResourceTable,
@@ -38,7 +37,7 @@ const STDERR_CAPACITY: usize = 64 * 1024;
 impl HostState {
     pub fn new(
         plugin: std::sync::Arc<str>,
-        limits: StoreLimits,
+        limits: super::limits::MemoryWatch,
         grants: super::Capabilities,
     ) -> Self {
         let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);

@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 
 /// How often the engine's epoch advances; deadlines are rounded up to this.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -81,5 +84,56 @@ impl Limits {
     pub fn deadline_ticks(&self) -> u64 {
         let tick = EPOCH_TICK.as_nanos();
         (self.batch_deadline.as_nanos().div_ceil(tick) as u64).max(1)
+    }
+}
+
+/// The store limiter: wasmtime's caps, and the largest linear memory any instance of the plugin
+/// version grew to (for metrics).
+pub struct MemoryWatch {
+    pub limits: StoreLimits,
+    pub peak: Arc<AtomicU64>,
+}
+
+impl ResourceLimiter for MemoryWatch {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.peak.fetch_max(desired as u64, Ordering::Relaxed);
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.memory_grow_failed(error)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
     }
 }

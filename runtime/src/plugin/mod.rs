@@ -177,6 +177,7 @@ impl PluginEngine {
             pre,
             config,
             limits,
+            memory_peak: Default::default(),
             engine: self.clone(),
         }))
     }
@@ -308,6 +309,8 @@ pub struct Plugin {
     pub compiled: Compiled,
     pub config: Vec<(String, String)>,
     pub limits: Limits,
+    /// The largest linear memory an instance of this version grew to, in bytes.
+    pub memory_peak: Arc<std::sync::atomic::AtomicU64>,
     pre: Pre,
     engine: Arc<PluginEngine>,
 }
@@ -318,7 +321,10 @@ impl Plugin {
             &self.engine.engine,
             HostState::new(
                 self.name.clone(),
-                self.limits.store_limits(),
+                limits::MemoryWatch {
+                    limits: self.limits.store_limits(),
+                    peak: self.memory_peak.clone(),
+                },
                 self.limits.capabilities.unwrap_or(match self.world {
                     World::Source => Capabilities::ALL,
                     World::Transform => Capabilities::default(),
