@@ -597,6 +597,24 @@ fn bad_objects_are_named_and_handled_by_policy() {
     );
 }
 
+/// Runs `cmd` for `time`, then SIGINT: it must exit 0. Its log.
+fn run_for(cmd: &mut Command, time: Duration, log_path: &Path) -> String {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log_path).unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(time);
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    let log = std::fs::read_to_string(log_path).unwrap();
+    assert!(status.success(), "{log}");
+    log
+}
+
 /// examples/stack.toml as shipped, on embedded defaults, for 30 s.
 #[test]
 fn the_stack_runs_on_embedded_defaults_and_counts_match_at_every_stage() {
@@ -610,24 +628,13 @@ fn the_stack_runs_on_embedded_defaults_and_counts_match_at_every_stage() {
         .replace("file://../data/", "file://data/");
     std::fs::write(dir.path().join("stack.toml"), stack).unwrap();
     let log_path = dir.path().join("log");
-    let mut child = runtime()
-        .args([
-            "run",
-            "--config",
-            dir.path().join("stack.toml").to_str().unwrap(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_secs(30));
-    Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let status = child.wait().unwrap();
-    let log = std::fs::read_to_string(&log_path).unwrap();
-    assert!(status.success(), "{log}");
+    let mut runtime = runtime();
+    let cmd = runtime.args([
+        "run",
+        "--config",
+        dir.path().join("stack.toml").to_str().unwrap(),
+    ]);
+    let log = run_for(cmd, Duration::from_secs(30), &log_path);
     let done = |pipeline: &str| -> (u64, u64) {
         let line = log
             .lines()
@@ -719,7 +726,8 @@ fn the_stack_runs_against_kafka_and_s3_by_changing_only_endpoints() {
         format!("kafka://{broker}/{topic}?group={g}&prop.session.timeout.ms=6000")
     };
     let log_path = dir.path().join("log");
-    let mut child = with_credentials(&mut runtime())
+    let mut runtime = runtime();
+    let cmd = with_credentials(&mut runtime)
         .args([
             "run",
             "--config",
@@ -751,19 +759,8 @@ fn the_stack_runs_against_kafka_and_s3_by_changing_only_endpoints() {
                     "format=parquet&roll=5s"
                 )
             ),
-        ])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_secs(25));
-    Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let status = child.wait().unwrap();
-    let log = std::fs::read_to_string(&log_path).unwrap();
-    assert!(status.success(), "{log}");
+        ]);
+    let log = run_for(cmd, Duration::from_secs(25), &log_path);
     assert!(
         !dir.path().join("data").exists(),
         "nothing went to the embedded defaults"
