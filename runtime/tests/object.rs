@@ -46,24 +46,12 @@ fn ok(out: &std::process::Output) {
 
 /// `count` mock sessions with this seed, as the generator writes them.
 fn mock_sessions(seed: u64, count: u64) -> Vec<Value> {
-    let out = run(&[
-        "run",
-        "--plugin",
-        plugin("mock").to_str().unwrap(),
-        "--set",
-        &format!("seed={seed}"),
-        "--rate",
-        "0",
-        "--count",
-        &count.to_string(),
-    ]);
-    ok(&out);
-    json_lines(&stdout(&out))
+    json_lines(&stdout(&generate(seed, count, "stdout")))
 }
 
 /// Writes those sessions to `sink` through the runtime.
-fn generate(seed: u64, count: u64, sink: &str) {
-    ok(&run(&[
+fn generate(seed: u64, count: u64, sink: &str) -> std::process::Output {
+    let out = run(&[
         "run",
         "--plugin",
         plugin("mock").to_str().unwrap(),
@@ -75,7 +63,9 @@ fn generate(seed: u64, count: u64, sink: &str) {
         &count.to_string(),
         "--sink",
         sink,
-    ]));
+    ]);
+    ok(&out);
+    out
 }
 
 /// Every row under `source` (read to the end, progress kept in `state`).

@@ -766,6 +766,8 @@ enum Rows {
 
 struct OpenObject {
     key: Arc<str>,
+    /// The same key as record keys: one buffer shared by every row.
+    key_bytes: Bytes,
     lane: u32,
     rows: Option<Rows>,
     /// Rows (records and bad rows) handed out so far.
@@ -895,6 +897,7 @@ impl ObjectSource {
             .to_bytes();
         let mut object = OpenObject {
             key: Arc::from(key.as_str()),
+            key_bytes: Bytes::from(key.clone()),
             lane,
             rows: None,
             next_row: 0,
@@ -986,7 +989,7 @@ impl Source for ObjectSource {
                         .drain(..n)
                         .enumerate()
                         .map(|(i, value)| Record {
-                            key: Some(Bytes::copy_from_slice(object.key.as_bytes())),
+                            key: Some(object.key_bytes.clone()),
                             value,
                             origin: Some(Arc::from(format!("{}#{}", object.key, first + i as u64))),
                             ..Default::default()
