@@ -6,6 +6,7 @@ pub mod config;
 pub mod connector;
 pub mod dead_letters;
 pub mod format;
+pub mod golden;
 pub mod metrics;
 pub mod pipeline;
 pub mod plugin;

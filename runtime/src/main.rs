@@ -37,6 +37,9 @@ enum Command {
     /// Run a pipeline: a source (a source plugin, stdin or Kafka) -> transform plugins -> a sink
     /// (stdout or Kafka).
     Run(Box<sluice::config::RunArgs>),
+    /// Run a plugin on golden cases (inputs and expected outputs as JSON lines) and compare,
+    /// record by record; exits non-zero on any difference.
+    Test(Box<sluice::golden::TestArgs>),
     /// Show a plugin's world, exports, imports, size and sha256; or, with --admin, which
     /// version of each plugin is live in a running `runtime`.
     Inspect {
@@ -78,6 +81,16 @@ fn main() -> ExitCode {
                 result
             })
             .map(drop),
+        Command::Test(args) => sluice::golden::run(&args, &mut std::io::stdout()).and_then(|s| {
+            if s.failed > 0 {
+                anyhow::bail!(
+                    "{} of {} record(s) differ from the expected ones",
+                    s.failed,
+                    s.records
+                )
+            }
+            Ok(())
+        }),
         Command::Inspect {
             plugin: Some(plugin),
             cache_dir,

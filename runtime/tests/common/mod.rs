@@ -26,6 +26,11 @@ pub fn component_plugin(name: &str) -> PathBuf {
     built(&format!("wasm32-wasip1/release/{name}.wasm"))
 }
 
+/// A Python or JavaScript plugin built by scripts/build-plugins.sh (`enrich-py`, `enrich-js`).
+pub fn guest_plugin(name: &str) -> PathBuf {
+    built(&format!("guest/{name}.wasm"))
+}
+
 fn built(rel: &str) -> PathBuf {
     let path = target_dir().join(rel);
     assert!(

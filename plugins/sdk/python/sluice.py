@@ -1,0 +1,238 @@
+"""Sluice guest SDK for Python plugins built with componentize-py.
+
+It hides the wire form of `wit/WIRE.md`: a plugin is a plain function over `Message` values.
+
+    import sluice
+
+    def process(msg: sluice.Message):
+        return msg.with_value(msg.value.upper())   # or a list, or None to drop it
+
+    WitWorld = sluice.transform(process)
+
+A `process` function returns one `Message`, a list of them (flat-map; empty = filtered out) or
+`None` (filtered out). Raising `sluice.RecordError` (or any other exception) fails that record
+alone: the runtime routes it by the pipeline's error policy (fail, skip or dead-letter).
+"""
+
+import struct
+import traceback
+from dataclasses import dataclass, field, replace
+from typing import Callable, Iterable, List, Optional, Tuple, Union
+
+try:
+    from componentize_py_types import Err
+except ImportError:  # run natively (unit tests of a plugin's logic): no component around it
+
+    class Err(Exception):
+        def __init__(self, value):
+            super().__init__(value)
+            self.value = value
+
+__all__ = ["Message", "RecordError", "transform", "source", "log", "decode_batch",
+           "encode_batch", "encode_outcomes"]
+
+KEY, TIMESTAMP, ORIGIN, OUTPUT = 1, 2, 4, 8
+_KNOWN = KEY | TIMESTAMP | ORIGIN | OUTPUT
+_U32 = struct.Struct("<I")
+_I64 = struct.Struct("<q")
+
+
+class RecordError(Exception):
+    """This record failed; the message says why (it reaches the log and dead letters)."""
+
+
+@dataclass
+class Message:
+    value: bytes
+    key: Optional[bytes] = None
+    headers: List[Tuple[str, bytes]] = field(default_factory=list)
+    timestamp_ms: Optional[int] = None
+    origin: Optional[str] = None  # where an input came from: read-only
+    output: Optional[str] = None  # the named output an output goes to; None = default
+
+    def with_value(self, value: Union[bytes, str]) -> "Message":
+        """This message with a new value: key, headers and timestamp are kept."""
+        if isinstance(value, str):
+            value = value.encode()
+        return replace(self, value=value, origin=None)
+
+    def header(self, name: str) -> Optional[bytes]:
+        for n, v in self.headers:
+            if n == name:
+                return v
+        return None
+
+
+def log(level: str, message: str) -> None:
+    """Writes a line to the runtime's log: level is trace, debug, info, warn or error."""
+    from wit_world.imports import host
+
+    host.log(getattr(host.Level, level.upper()), message)
+
+
+class _Reader:
+    __slots__ = ("buf", "pos")
+
+    def __init__(self, buf: bytes):
+        self.buf = buf
+        self.pos = 0
+
+    def fail(self, what: str):
+        raise ValueError(f"malformed wire buffer at byte {self.pos}: {what}")
+
+    def u32(self) -> int:
+        if self.pos + 4 > len(self.buf):
+            self.fail("length past the end")
+        (v,) = _U32.unpack_from(self.buf, self.pos)
+        self.pos += 4
+        return v
+
+    def bytes(self) -> bytes:
+        n = self.u32()
+        if self.pos + n > len(self.buf):
+            self.fail("length past the end")
+        v = self.buf[self.pos:self.pos + n]
+        self.pos += n
+        return v
+
+    def text(self) -> str:
+        return self.bytes().decode("utf-8")
+
+
+def decode_batch(buf: bytes) -> List[Message]:
+    r = _Reader(buf)
+    out = []
+    for _ in range(r.u32()):
+        flags = r.u32()
+        if flags & ~_KNOWN:
+            r.fail(f"unknown flags {flags:#x}")
+        key = r.bytes() if flags & KEY else None
+        value = r.bytes()
+        ts = None
+        if flags & TIMESTAMP:
+            (ts,) = _I64.unpack_from(buf, r.pos)
+            r.pos += 8
+        headers = [(r.text(), r.bytes()) for _ in range(r.u32())]
+        origin = r.text() if flags & ORIGIN else None
+        output = r.text() if flags & OUTPUT else None
+        out.append(Message(value, key, headers, ts, origin, output))
+    if r.pos != len(buf):
+        r.fail("trailing bytes")
+    return out
+
+
+def _put_bytes(parts: list, b: bytes) -> None:
+    parts.append(_U32.pack(len(b)))
+    parts.append(b)
+
+
+def _put_message(parts: list, m: Message) -> None:
+    value = m.value.encode() if isinstance(m.value, str) else bytes(m.value)
+    flags = ((KEY if m.key is not None else 0) | (TIMESTAMP if m.timestamp_ms is not None else 0)
+             | (ORIGIN if m.origin is not None else 0) | (OUTPUT if m.output is not None else 0))
+    parts.append(_U32.pack(flags))
+    if m.key is not None:
+        _put_bytes(parts, bytes(m.key))
+    _put_bytes(parts, value)
+    if m.timestamp_ms is not None:
+        parts.append(_I64.pack(m.timestamp_ms))
+    parts.append(_U32.pack(len(m.headers)))
+    for name, v in m.headers:
+        _put_bytes(parts, name.encode())
+        _put_bytes(parts, v.encode() if isinstance(v, str) else bytes(v))
+    if m.origin is not None:
+        _put_bytes(parts, m.origin.encode())
+    if m.output is not None:
+        _put_bytes(parts, m.output.encode())
+
+
+def encode_batch(messages: Iterable[Message]) -> bytes:
+    messages = list(messages)
+    parts = [_U32.pack(len(messages))]
+    for m in messages:
+        _put_message(parts, m)
+    return b"".join(parts)
+
+
+def encode_outcomes(outcomes: List[Union[List[Message], str]]) -> bytes:
+    """One outcome per input: a list of outputs, or a str = this record's error."""
+    parts = [_U32.pack(len(outcomes))]
+    for o in outcomes:
+        if isinstance(o, str):
+            parts.append(b"\x01")
+            _put_bytes(parts, o.encode())
+        else:
+            parts.append(b"\x00")
+            parts.append(_U32.pack(len(o)))
+            for m in o:
+                _put_message(parts, m)
+    return b"".join(parts)
+
+
+def _error_text(e: BaseException) -> str:
+    if isinstance(e, RecordError):
+        return str(e)
+    return f"{type(e).__name__}: {e}"
+
+
+def _settings(config: List[Tuple[str, str]]) -> dict:
+    return {k: v for k, v in config}
+
+
+def _call_init(init, config) -> None:
+    if init is None:
+        return
+    try:
+        init(_settings(config))
+    except Exception as e:  # init errors are shown to the user as they are
+        raise Err(_error_text(e))
+
+
+def transform(process: Callable[[Message], Union[None, Message, List[Message]]],
+              init: Optional[Callable[[dict], None]] = None):
+    """The class componentize-py exports for the transform world: `WitWorld = transform(f)`."""
+
+    def one(msg: Message) -> Union[List[Message], str]:
+        try:
+            out = process(msg)
+        except Exception as e:
+            return _error_text(e)
+        if out is None:
+            return []
+        if isinstance(out, Message):
+            out.origin = None
+            return [out]
+        out = list(out)
+        for m in out:
+            m.origin = None
+        return out
+
+    class WitWorld:
+        def init(self, config):
+            _call_init(init, config)
+
+        def process(self, batch: bytes) -> bytes:
+            try:
+                messages = decode_batch(batch)
+                return encode_outcomes([one(m) for m in messages])
+            except Exception:
+                raise Err(traceback.format_exc(limit=3))
+
+    return WitWorld
+
+
+def source(next_batch: Callable[[int, int], List[Message]],
+           init: Optional[Callable[[dict], None]] = None):
+    """The class for the source world: `next_batch(max, now_ms)` returns up to `max` messages."""
+
+    class WitWorld:
+        def init(self, config):
+            _call_init(init, config)
+
+        def next(self, max: int, now_ms: int) -> bytes:
+            try:
+                return encode_batch(list(next_batch(max, now_ms))[:max])
+            except Exception:
+                raise Err(traceback.format_exc(limit=3))
+
+    return WitWorld
