@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod plugin;
 pub mod record;
+pub mod scaffold;
 
 use std::path::Path;
 use std::sync::Arc;

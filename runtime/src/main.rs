@@ -40,6 +40,9 @@ enum Command {
     /// Run a plugin on golden cases (inputs and expected outputs as JSON lines) and compare,
     /// record by record; exits non-zero on any difference.
     Test(Box<sluice::golden::TestArgs>),
+    /// Create a plugin project (Rust, Python or JavaScript) with a working example, the WIT,
+    /// build instructions and golden cases.
+    New(Box<sluice::scaffold::NewArgs>),
     /// Show a plugin's world, exports, imports, size and sha256; or, with --admin, which
     /// version of each plugin is live in a running `runtime`.
     Inspect {
@@ -91,6 +94,7 @@ fn main() -> ExitCode {
             }
             Ok(())
         }),
+        Command::New(args) => sluice::scaffold::create(&args).map(|(_, next)| print!("{next}")),
         Command::Inspect {
             plugin: Some(plugin),
             cache_dir,

@@ -7,6 +7,8 @@
 //     import { transform, text, withValue } from "./sluice.js";
 //     export const { init, process } = transform((msg) => withValue(msg, text(msg.value).toUpperCase()));
 //
+// Timestamps are numbers of milliseconds since the Unix epoch.
+//
 // A process function returns one message, an array of them (flat-map; [] = filtered out) or
 // null/undefined (filtered out). Throwing fails that record alone: the runtime routes it by the
 // pipeline's error policy (fail, skip or dead-letter).
@@ -70,7 +72,7 @@ export function decodeBatch(buf) {
     let timestampMs;
     if (flags & TIMESTAMP) {
       if (r.pos + 8 > buf.length) r.fail("length past the end");
-      timestampMs = r.view.getBigInt64(r.pos, true);
+      timestampMs = Number(r.view.getBigInt64(r.pos, true)); // ms since the epoch: exact below 2^53
       r.pos += 8;
     }
     const headers = [];
@@ -201,7 +203,7 @@ export function source(nextBatch, init) {
     init: (config) => callInit(init, config),
     next(max, nowMs) {
       try {
-        return encodeBatch(nextBatch(max, nowMs).slice(0, max));
+        return encodeBatch(nextBatch(max, Number(nowMs)).slice(0, max));
       } catch (e) {
         throw `${errorText(e)}\n${e && e.stack ? e.stack : ""}`;
       }
