@@ -1,9 +1,10 @@
-//! Enrich in wasm (through the host, limits on) vs the same function compiled natively.
+//! Enrich in wasm (through the host, limits on) vs the same function compiled natively, and the
+//! same rule written in Python and JavaScript.
 
 use std::borrow::Cow;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use sluice_benches::{sessions, transform};
+use sluice_benches::{sessions, target_dir, transform, transform_at};
 use sluice_sdk::Message;
 
 const BATCH: usize = 256;
@@ -28,6 +29,18 @@ fn enrich(c: &mut Criterion) {
     group.bench_function(format!("wasm-identity/batch{BATCH}"), |b| {
         b.iter(|| identity.process(&records).expect("identity"))
     });
+
+    // The same rule in Python (componentize-py) and JavaScript (componentize-js).
+    for lang in ["py", "js"] {
+        let mut guest = transform_at(&target_dir().join(format!("guest/enrich-{lang}.wasm")));
+        group.bench_function(format!("wasm-{lang}/batch{BATCH}"), |b| {
+            b.iter(|| {
+                let out = guest.process(&records).expect("sessions enrich");
+                assert_eq!(out.outputs.len(), BATCH);
+                out
+            })
+        });
+    }
 
     // The plugin's own `process`, called natively on the same records.
     group.bench_function(format!("native/batch{BATCH}"), |b| {

@@ -17,7 +17,11 @@ pub fn target_dir() -> PathBuf {
 /// A transform instance of `target/wasm32-wasip2/release/NAME.wasm` with the production limits
 /// on (memory cap, epoch deadline).
 pub fn transform(name: &str) -> TransformInstance {
-    let path = target_dir().join(format!("wasm32-wasip2/release/{name}.wasm"));
+    transform_at(&target_dir().join(format!("wasm32-wasip2/release/{name}.wasm")))
+}
+
+/// The same for a plugin file, e.g. `target/guest/enrich-py.wasm`.
+pub fn transform_at(path: &Path) -> TransformInstance {
     assert!(
         path.exists(),
         "{} is missing: run scripts/build-plugins.sh first",
@@ -26,7 +30,7 @@ pub fn transform(name: &str) -> TransformInstance {
     let engine =
         Arc::new(PluginEngine::new(target_dir().join("sluice-bench-cache")).expect("engine"));
     let plugin = engine
-        .load(&path, vec![], Limits::default())
+        .load(path, vec![], Limits::default())
         .expect("plugin loads");
     TransformInstance::new(plugin).expect("plugin instantiates")
 }
