@@ -22,16 +22,26 @@ pub fn transform(name: &str) -> TransformInstance {
 
 /// The same for a plugin file, e.g. `target/guest/enrich-py.wasm`.
 pub fn transform_at(path: &Path) -> TransformInstance {
+    transform_metered(path, false, true, Limits::default())
+}
+
+/// A transform instance on an engine with or without fuel metering and epoch deadlines.
+pub fn transform_metered(
+    path: &Path,
+    fuel: bool,
+    deadlines: bool,
+    limits: Limits,
+) -> TransformInstance {
     assert!(
         path.exists(),
         "{} is missing: run scripts/build-plugins.sh first",
         path.display()
     );
-    let engine =
-        Arc::new(PluginEngine::new(target_dir().join("sluice-bench-cache")).expect("engine"));
-    let plugin = engine
-        .load(path, vec![], Limits::default())
-        .expect("plugin loads");
+    let engine = Arc::new(
+        PluginEngine::metered(target_dir().join("sluice-bench-cache"), fuel, deadlines)
+            .expect("engine"),
+    );
+    let plugin = engine.load(path, vec![], limits).expect("plugin loads");
     TransformInstance::new(plugin).expect("plugin instantiates")
 }
 

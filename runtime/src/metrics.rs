@@ -57,6 +57,30 @@ pub fn count_store_retry(uri: &str) {
     }
 }
 
+/// Kafka figures from librdkafka's statistics, by URI: consumer lag per partition (only where
+/// the broker's high watermark is known) and produce retries.
+static KAFKA_LAG: Mutex<BTreeMap<(String, i32), i64>> = Mutex::new(BTreeMap::new());
+static KAFKA_RETRIES: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
+
+pub fn set_kafka_consumer_lag(uri: &str, partition: i32, lag: Option<i64>) {
+    if let Ok(mut l) = KAFKA_LAG.lock() {
+        match lag {
+            Some(lag) => {
+                l.insert((uri.to_owned(), partition), lag);
+            }
+            None => {
+                l.remove(&(uri.to_owned(), partition));
+            }
+        }
+    }
+}
+
+pub fn set_kafka_produce_retries(uri: &str, retries: u64) {
+    if let Ok(mut r) = KAFKA_RETRIES.lock() {
+        r.insert(uri.to_owned(), retries);
+    }
+}
+
 impl Metrics {
     pub fn pipeline(&self, name: &str) -> Arc<PipelineMetrics> {
         let mut p = self.pipelines.lock().unwrap_or_else(|e| e.into_inner());
@@ -196,6 +220,20 @@ impl Metrics {
         let name = "sluice_object_store_retries_total";
         let _ = writeln!(out, "# HELP {name} Object store requests retried after a temporary error.\n# TYPE {name} counter");
         for (uri, n) in STORE_RETRIES.lock().map(|r| r.clone()).unwrap_or_default() {
+            let _ = writeln!(out, "{name}{{uri=\"{}\"}} {n}", escape(&uri));
+        }
+        let name = "sluice_kafka_consumer_lag";
+        let _ = writeln!(out, "# HELP {name} Records behind the partition's high watermark (committed offsets), where the broker reports it.\n# TYPE {name} gauge");
+        for ((uri, partition), lag) in KAFKA_LAG.lock().map(|l| l.clone()).unwrap_or_default() {
+            let _ = writeln!(
+                out,
+                "{name}{{uri=\"{}\",partition=\"{partition}\"}} {lag}",
+                escape(&uri)
+            );
+        }
+        let name = "sluice_kafka_produce_retries_total";
+        let _ = writeln!(out, "# HELP {name} Produce requests librdkafka retried after a temporary error.\n# TYPE {name} counter");
+        for (uri, n) in KAFKA_RETRIES.lock().map(|r| r.clone()).unwrap_or_default() {
             let _ = writeln!(out, "{name}{{uri=\"{}\"}} {n}", escape(&uri));
         }
         out

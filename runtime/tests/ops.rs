@@ -493,3 +493,58 @@ fn limits_and_settings_can_be_set_per_plugin_in_a_pipelines_file() {
         "{e}"
     );
 }
+
+#[test]
+fn kafka_consumer_lag_is_exported_and_reaches_zero_when_caught_up() {
+    use common::kafka::{self, create_topic, produce, unique};
+    let broker = kafka::broker();
+    let input = unique("lag-in");
+    create_topic(&broker, &input, 2);
+    let records: Vec<(Option<String>, String)> = (0..3000)
+        .map(|i| (Some(format!("k{i}")), format!("{{\"i\":{i}}}")))
+        .collect();
+    produce(&broker, &input, &records);
+    let addr = free_addr();
+    // Statistics every 200 ms instead of 5 s, through the URI's librdkafka pass-through.
+    let source = format!(
+        "{}&prop.statistics.interval.ms=200",
+        kafka::source_uri(&broker, &input, &unique("lag"))
+    );
+    let mut child = runtime()
+        .args(["run", "--source", &source, "--metrics", &addr])
+        .args(["--plugin", plugin("identity").to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let lags = loop {
+        let text = get(&addr, "/metrics").unwrap_or_default();
+        let lags: Vec<f64> = text
+            .lines()
+            .filter(|l| l.starts_with("sluice_kafka_consumer_lag{"))
+            .filter(|l| l.contains(&input))
+            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+            .collect();
+        let read = sample(&text, "sluice_records_in_total{pipeline=\"main\"}").unwrap_or(0.0);
+        if read == 3000.0 && !lags.is_empty() && lags.iter().all(|l| *l == 0.0) {
+            break lags;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lag never reached 0 after reading {read} of 3000: {lags:?}\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(!lags.is_empty());
+    sigterm(&child);
+    assert!(child.wait().unwrap().success());
+}
+
+fn sigterm(child: &std::process::Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}

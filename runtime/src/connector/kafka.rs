@@ -101,6 +101,19 @@ pub struct KafkaContext {
 }
 
 impl ClientContext for KafkaContext {
+    /// librdkafka's statistics (every `statistics.interval.ms`): consumer lag per partition
+    /// where the broker's high watermark is known, and produce retries.
+    fn stats(&self, stats: rdkafka::Statistics) {
+        let retries: u64 = stats.brokers.values().map(|b| b.txretries).sum();
+        if stats.client_type == "producer" {
+            crate::metrics::set_kafka_produce_retries(&self.uri, retries);
+            return;
+        }
+        for (partition, lag) in consumer_lags(&stats) {
+            crate::metrics::set_kafka_consumer_lag(&self.uri, partition, lag);
+        }
+    }
+
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
         let uri = &self.uri;
         match level {
@@ -141,6 +154,21 @@ impl ConsumerContext for KafkaContext {
             tracing::info!(uri = %self.uri, partitions = ?partition_numbers(partitions), "partitions assigned");
         }
     }
+}
+
+/// Each partition's lag (high watermark - committed offset), or `None` where it is not known:
+/// no high watermark or committed offset yet (librdkafka says -1), or a partition not ours.
+fn consumer_lags(stats: &rdkafka::Statistics) -> Vec<(i32, Option<i64>)> {
+    stats
+        .topics
+        .values()
+        .flat_map(|t| t.partitions.values())
+        .filter(|p| p.partition >= 0) // -1 is librdkafka's internal "unassigned" partition
+        .map(|p| {
+            let known = p.desired && p.hi_offset >= 0 && p.consumer_lag >= 0;
+            (p.partition, known.then_some(p.consumer_lag))
+        })
+        .collect()
 }
 
 fn partition_numbers(tpl: &rdkafka::TopicPartitionList) -> Vec<i32> {
@@ -189,6 +217,8 @@ pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("session.timeout.ms", "10000"),
     // librdkafka's 1000 ms default starves a consumer slower than its fetcher.
     ("fetch.queue.backoff.ms", "10"),
+    // Consumer lag for /metrics.
+    ("statistics.interval.ms", "5000"),
 ];
 
 /// Reads a topic as a member of a consumer group. A thread polls the consumer and hands over
@@ -412,6 +442,8 @@ pub const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
     ("linger.ms", "5"),
     ("batch.num.messages", "10000"),
     ("queue.buffering.max.messages", "500000"),
+    // Produce retries for /metrics.
+    ("statistics.interval.ms", "5000"),
 ];
 
 /// Produces each record to a topic, keeping key, headers and timestamp.
@@ -567,6 +599,38 @@ mod tests {
             vec![("session.timeout.ms".to_string(), "6000".to_string())]
         );
         assert_eq!(KafkaUri::parse("kafka://h:1/t").unwrap().group, None);
+    }
+
+    #[test]
+    fn consumer_lag_is_reported_only_where_known() {
+        use rdkafka::statistics::{Partition, Statistics, Topic};
+        let partition = |partition, desired, hi_offset, consumer_lag| Partition {
+            partition,
+            desired,
+            hi_offset,
+            consumer_lag,
+            ..Default::default()
+        };
+        let mut stats = Statistics::default();
+        stats.topics.insert(
+            "t".into(),
+            Topic {
+                partitions: [
+                    partition(-1, false, -1, -1),
+                    partition(0, true, 120, 20),
+                    partition(1, true, -1, -1),
+                    partition(2, false, 50, 50),
+                    partition(3, true, 40, 0),
+                ]
+                .into_iter()
+                .map(|p| (p.partition, p))
+                .collect(),
+                ..Default::default()
+            },
+        );
+        let mut lags = consumer_lags(&stats);
+        lags.sort();
+        assert_eq!(lags, [(0, Some(20)), (1, None), (2, None), (3, Some(0))]);
     }
 
     #[test]

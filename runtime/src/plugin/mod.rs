@@ -64,9 +64,15 @@ impl PluginEngine {
 
     /// An engine that meters fuel, for plugins with a fuel limit per call.
     pub fn with_fuel(cache_dir: PathBuf, fuel: bool) -> Result<Self> {
+        Self::metered(cache_dir, fuel, true)
+    }
+
+    /// An engine with or without fuel metering and epoch deadlines. Without deadlines nothing
+    /// stops a plugin that loops: only the benches that measure what deadlines cost use that.
+    pub fn metered(cache_dir: PathBuf, fuel: bool, deadlines: bool) -> Result<Self> {
         let mut config = Config::new();
         config.wasm_component_model(true);
-        config.epoch_interruption(true);
+        config.epoch_interruption(deadlines);
         config.consume_fuel(fuel);
         config.cranelift_opt_level(OptLevel::Speed);
         // The pooling allocator instantiates in microseconds with no mmap spikes; the on-demand
