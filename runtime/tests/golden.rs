@@ -21,6 +21,23 @@ fn test(plugin: &Path, args: &[&str]) -> std::process::Output {
     run(&all, b"")
 }
 
+/// `runtime test --input in.jsonl --expect out.jsonl` on these two texts.
+fn test_pair(plugin: &Path, input: &str, expected: &str) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let (i, e) = (dir.path().join("in.jsonl"), dir.path().join("out.jsonl"));
+    std::fs::write(&i, input).unwrap();
+    std::fs::write(&e, expected).unwrap();
+    test(
+        plugin,
+        &[
+            "--input",
+            i.to_str().unwrap(),
+            "--expect",
+            e.to_str().unwrap(),
+        ],
+    )
+}
+
 fn passes(plugin: &Path, cases: &Path, records: usize) {
     let out = test(plugin, &["--cases", cases.to_str().unwrap()]);
     let report = stdout(&out);
@@ -80,23 +97,10 @@ fn a_difference_fails_with_a_diff_of_the_first_records() {
     );
 
     // identity returns records unchanged where errors are expected, and a value that differs.
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.jsonl");
-    let expect = dir.path().join("out.jsonl");
-    std::fs::write(&input, "{\"a\":1,\"b\":[1,2]}\n{\"a\":2}\n\"x\"\n").unwrap();
-    std::fs::write(
-        &expect,
-        "{\"a\":1.0,\"b\":[1,3]}\n{\"$error\":\"boom\"}\n{\"$outputs\":[]}\n",
-    )
-    .unwrap();
-    let out = test(
+    let out = test_pair(
         &plugin("identity"),
-        &[
-            "--input",
-            input.to_str().unwrap(),
-            "--expect",
-            expect.to_str().unwrap(),
-        ],
+        "{\"a\":1,\"b\":[1,2]}\n{\"a\":2}\n\"x\"\n",
+        "{\"a\":1.0,\"b\":[1,3]}\n{\"$error\":\"boom\"}\n{\"$outputs\":[]}\n",
     );
     let report = stdout(&out);
     assert_eq!(out.status.code(), Some(1), "{report}");
@@ -111,14 +115,11 @@ fn a_difference_fails_with_a_diff_of_the_first_records() {
 
 #[test]
 fn keys_headers_timestamps_and_traps_are_checked() {
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.jsonl");
-    let expect = dir.path().join("out.jsonl");
     // testkit: TWICE flat-maps, DROP filters, FAIL is a per-record error, TRAP fails its batch
     // (the harness reruns the batch record by record, so only that record fails).
-    std::fs::write(
-        &input,
-        [
+    let out = test_pair(
+        &plugin("testkit"),
+        &[
             r#"{"$text":"TWICE","$key":"k","$headers":{"h":"v"},"$timestamp_ms":5}"#,
             r#""DROP""#,
             r#""FAIL here""#,
@@ -126,11 +127,7 @@ fn keys_headers_timestamps_and_traps_are_checked() {
             r#"{"$value":"kept","$key":"k2"}"#,
         ]
         .join("\n"),
-    )
-    .unwrap();
-    std::fs::write(
-        &expect,
-        [
+        &[
             r#"{"$outputs":[{"$text":"TWICE","$key":"k","$headers":{"h":"v"},"$timestamp_ms":5},{"$text":"TWICE","$key":"k"}]}"#,
             r#"{"$outputs":[]}"#,
             r#"{"$error":"FAIL here"}"#,
@@ -138,16 +135,6 @@ fn keys_headers_timestamps_and_traps_are_checked() {
             r#"{"$value":"kept","$key":"other","$headers":{}}"#,
         ]
         .join("\n"),
-    )
-    .unwrap();
-    let out = test(
-        &plugin("testkit"),
-        &[
-            "--input",
-            input.to_str().unwrap(),
-            "--expect",
-            expect.to_str().unwrap(),
-        ],
     );
     let report = stdout(&out);
     assert_eq!(out.status.code(), Some(1), "{report}");
