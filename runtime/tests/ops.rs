@@ -548,3 +548,99 @@ fn sigterm(child: &std::process::Child) {
         .unwrap();
     assert!(status.success());
 }
+
+#[test]
+fn a_record_the_kafka_sink_cannot_take_is_routed_by_the_policy() {
+    use common::kafka::{self, create_topic, header, produce, read_topic_with, unique};
+    let broker = kafka::broker();
+    let (input, dlq) = (unique("big-in"), unique("big-dlq"));
+    let (out_fail, output) = (unique("big-out1"), unique("big-out2"));
+    for t in [&input, &out_fail, &output, &dlq] {
+        create_topic(&broker, t, 2);
+    }
+    // Record 7 is larger than the sink allows (message.max.bytes, set through the URI).
+    let records: Vec<(Option<String>, String)> = (0..50)
+        .map(|i| {
+            let pad = if i == 7 { 20_000 } else { 10 };
+            (
+                Some(format!("k{i}")),
+                format!("{{\"i\":{i},\"pad\":\"{}\"}}", "x".repeat(pad)),
+            )
+        })
+        .collect();
+    produce(&broker, &input, &records);
+    let sink = |topic: &str| {
+        format!(
+            "{}?prop.message.max.bytes=10000",
+            kafka::sink_uri(&broker, topic)
+        )
+    };
+    let run = |group: &str, output: &str, policy: &[&str]| {
+        runtime()
+            .args([
+                "run",
+                "--source",
+                &kafka::source_uri(&broker, &input, group),
+            ])
+            .args([
+                "--plugin",
+                plugin("identity").to_str().unwrap(),
+                "--sink",
+                &sink(output),
+            ])
+            .args(["--count", "50"])
+            .args(policy)
+            .output()
+            .unwrap()
+    };
+
+    // fail (the default): the run stops, naming the record and why.
+    let out = run(&unique("big-fail"), &out_fail, &[]);
+    assert!(!out.status.success());
+    let error = common::error_line(&out);
+    assert!(
+        error.contains(&format!("{input}/"))
+            && error.contains("the sink cannot write it")
+            && error.contains("too large"),
+        "{error}"
+    );
+
+    // dlq: that record is a dead letter with its provenance, the 49 others are delivered.
+    let out = run(
+        &unique("big-dlq"),
+        &output,
+        &[
+            "--on-error",
+            "dlq",
+            "--dlq",
+            &kafka::sink_uri(&broker, &dlq),
+        ],
+    );
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let good = read_topic_with(
+        &broker,
+        &output,
+        49,
+        Duration::from_secs(1),
+        Duration::from_secs(60),
+        |_| (),
+    );
+    assert_eq!(good.len(), 49);
+    let letters = read_topic_with(
+        &broker,
+        &dlq,
+        1,
+        Duration::from_secs(1),
+        Duration::from_secs(60),
+        |m| {
+            use rdkafka::message::Message;
+            (
+                m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                header(m, "sluice-error").unwrap_or_default(),
+            )
+        },
+    );
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].0.as_deref(), Some("k7"));
+    assert!(letters[0].1.contains("too large"), "{}", letters[0].1);
+}

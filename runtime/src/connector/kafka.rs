@@ -23,7 +23,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::ClientContext;
 use tokio::sync::{mpsc, Notify};
 
-use super::{BoxFuture, Sink, Source, SourceBatch, Written};
+use super::{BoxFuture, Rejected, Sink, Source, SourceBatch, Written};
 use crate::record::Record;
 
 /// A parsed `kafka://` URI.
@@ -509,7 +509,8 @@ impl KafkaSink {
             failure: Mutex::new(None),
             done: Notify::new(),
         });
-        for r in records {
+        let mut rejected = Vec::new();
+        for (index, r) in records.iter().enumerate() {
             let mut record =
                 BaseRecord::<[u8], [u8], _>::with_opaque_to(&self.topic, batch.clone())
                     .payload(&r.value[..]);
@@ -538,6 +539,29 @@ impl KafkaSink {
                         self.producer.poll(Duration::ZERO);
                         tokio::time::sleep(Duration::from_millis(1)).await;
                     }
+                    // This record can never be produced: it goes where the error policy says
+                    // (skip, dead letters or stop), its neighbours go on.
+                    Err((
+                        KafkaError::MessageProduction(
+                            code @ (RDKafkaErrorCode::MessageSizeTooLarge
+                            | RDKafkaErrorCode::InvalidMessageSize
+                            | RDKafkaErrorCode::InvalidMessage
+                            | RDKafkaErrorCode::InvalidRecord),
+                        ),
+                        _,
+                    )) => {
+                        batch.settle(None);
+                        let message = match code {
+                            RDKafkaErrorCode::MessageSizeTooLarge => format!(
+                                "too large for {} ({} bytes of value; raise prop.message.max.bytes if the broker takes it)",
+                                self.uri,
+                                r.value.len()
+                            ),
+                            code => format!("{code}, producing to {}", self.uri),
+                        };
+                        rejected.push(Rejected { index, message });
+                        break;
+                    }
                     Err((e, _)) => bail!("cannot produce to {}: {e}", self.uri),
                 }
             }
@@ -563,10 +587,7 @@ impl KafkaSink {
                 None => Ok(()),
             }
         });
-        Ok(Written {
-            rejected: vec![],
-            durable,
-        })
+        Ok(Written { rejected, durable })
     }
 }
 
