@@ -560,7 +560,10 @@ fn source_case(plugin: &Arc<Plugin>, case: &Case, args: &TestArgs) -> Result<Cas
         records.extend(batch);
     }
     if args.bless {
-        let lines = records.iter().map(bless_record).collect::<Vec<_>>();
+        let lines = records
+            .iter()
+            .map(|r| bless_envelope(r, true))
+            .collect::<Vec<_>>();
         write_lines(&case.expected, &lines)?;
         return Ok(CaseReport {
             records: records.len(),
@@ -754,10 +757,6 @@ fn bless_envelope(r: &Record, full: bool) -> Value {
 fn is_envelope_like(v: &Value) -> bool {
     v.as_object()
         .is_some_and(|m| m.keys().any(|k| k.starts_with('$')))
-}
-
-fn bless_record(r: &Record) -> Value {
-    bless_envelope(r, true)
 }
 
 fn bless_outcome(input: &Record, result: &Result<Vec<Record>, String>) -> Value {

@@ -121,10 +121,12 @@ class Writer {
     this.buf.set(b, this.pos);
     this.pos += b.length;
   }
-  message(m) {
+  // Outputs never carry an origin (it is the host's, read-only): `withOrigin` is for sources.
+  message(m, withOrigin = true) {
     const has = (v) => v !== undefined && v !== null;
+    const origin = withOrigin && has(m.origin);
     this.u32((has(m.key) ? KEY : 0) | (has(m.timestampMs) ? TIMESTAMP : 0) |
-      (has(m.origin) ? ORIGIN : 0) | (has(m.output) ? OUTPUT : 0));
+      (origin ? ORIGIN : 0) | (has(m.output) ? OUTPUT : 0));
     if (has(m.key)) this.bytes(m.key);
     this.bytes(m.value);
     if (has(m.timestampMs)) this.i64(m.timestampMs);
@@ -134,7 +136,7 @@ class Writer {
       this.bytes(name);
       this.bytes(v);
     }
-    if (has(m.origin)) this.bytes(m.origin);
+    if (origin) this.bytes(m.origin);
     if (has(m.output)) this.bytes(m.output);
   }
   done() {
@@ -187,7 +189,7 @@ export function transform(processOne, init) {
           out = out === undefined || out === null ? [] : Array.isArray(out) ? out : [out];
           w.u8(0);
           w.u32(out.length);
-          for (const o of out) w.message({ ...o, origin: undefined });
+          for (const o of out) w.message(o, false);
         }
         return w.done();
       } catch (e) {

@@ -126,10 +126,12 @@ def _put_bytes(parts: list, b: bytes) -> None:
     parts.append(b)
 
 
-def _put_message(parts: list, m: Message) -> None:
+def _put_message(parts: list, m: Message, with_origin: bool = True) -> None:
+    # Outputs never carry an origin (it is the host's, read-only).
+    origin = m.origin if with_origin else None
     value = m.value.encode() if isinstance(m.value, str) else bytes(m.value)
     flags = ((KEY if m.key is not None else 0) | (TIMESTAMP if m.timestamp_ms is not None else 0)
-             | (ORIGIN if m.origin is not None else 0) | (OUTPUT if m.output is not None else 0))
+             | (ORIGIN if origin is not None else 0) | (OUTPUT if m.output is not None else 0))
     parts.append(_U32.pack(flags))
     if m.key is not None:
         _put_bytes(parts, bytes(m.key))
@@ -140,8 +142,8 @@ def _put_message(parts: list, m: Message) -> None:
     for name, v in m.headers:
         _put_bytes(parts, name.encode())
         _put_bytes(parts, v.encode() if isinstance(v, str) else bytes(v))
-    if m.origin is not None:
-        _put_bytes(parts, m.origin.encode())
+    if origin is not None:
+        _put_bytes(parts, origin.encode())
     if m.output is not None:
         _put_bytes(parts, m.output.encode())
 
@@ -165,7 +167,7 @@ def encode_outcomes(outcomes: List[Union[List[Message], str]]) -> bytes:
             parts.append(b"\x00")
             parts.append(_U32.pack(len(o)))
             for m in o:
-                _put_message(parts, m)
+                _put_message(parts, m, with_origin=False)
     return b"".join(parts)
 
 
@@ -200,12 +202,8 @@ def transform(process: Callable[[Message], Union[None, Message, List[Message]]],
         if out is None:
             return []
         if isinstance(out, Message):
-            out.origin = None
             return [out]
-        out = list(out)
-        for m in out:
-            m.origin = None
-        return out
+        return list(out)
 
     class WitWorld:
         def init(self, config):

@@ -104,8 +104,8 @@ impl ClientContext for KafkaContext {
     /// librdkafka's statistics (every `statistics.interval.ms`): consumer lag per partition
     /// where the broker's high watermark is known, and produce retries.
     fn stats(&self, stats: rdkafka::Statistics) {
-        let retries: u64 = stats.brokers.values().map(|b| b.txretries).sum();
         if stats.client_type == "producer" {
+            let retries = stats.brokers.values().map(|b| b.txretries).sum();
             crate::metrics::set_kafka_produce_retries(&self.uri, retries);
             return;
         }
