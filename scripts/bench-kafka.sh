@@ -3,6 +3,8 @@
 # 8-partition topic, then, same broker, same run:
 #   runtime     Kafka -> enrich.wasm -> Kafka
 #   raw copy    Rust rdkafka topic-to-topic copy, the runtime's client settings, no plugin
+#   native      the same copy loop doing the enrich rule natively, compiled in (no plugin, no
+#               batching, no at-least-once bookkeeping): the floor for any implementation
 #   python      confluent-kafka consume -> enrich -> produce loop
 # Each figure runs from the first record read to the last delivery acknowledged (group joins
 # excluded). Usage: scripts/bench-kafka.sh [N]
@@ -26,7 +28,7 @@ bash scripts/kafka.sh start "$PORT"
 trap 'bash scripts/kafka.sh stop "$PORT"' EXIT
 TANSU=$(bash scripts/kafka.sh path)
 RUN=bench-$(date +%s)
-for t in in out-runtime out-copy out-python; do
+for t in in out-runtime out-copy out-native out-python; do
   "$TANSU" topic create --broker "tcp://$B" --partitions "$PARTITIONS" "$RUN-$t" >/dev/null
 done
 
@@ -48,18 +50,21 @@ runtime=$(span "$LOGS/runtime.log" "partitions assigned" "done")
 
 echo "raw copy (Rust, same client settings, no plugin)"
 copy_line=$(target/release/kafka_copy "$B" "$RUN-in" "$RUN-out-copy" "$RUN-copy" "$N")
+echo "native enrich (Rust, same loop, the rule compiled in)"
+native_line=$(target/release/kafka_copy --enrich "$B" "$RUN-in" "$RUN-out-native" "$RUN-native" "$N")
 echo "python loop (confluent-kafka)"
 python_line=$("$VENV/bin/python" scripts/bench/python_enrich.py "$B" "$RUN-in" "$RUN-out-python" "$RUN-python" "$N")
 
-python3 - "$N" "$fill" "$runtime" "$copy_line" "$python_line" <<'PY'
+python3 - "$N" "$fill" "$runtime" "$copy_line" "$native_line" "$python_line" <<'PY'
 import re, sys
 n, fill, runtime = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
 rate = lambda line: float(re.search(r"= (\d+) records/s", line).group(1))
-copy, python = rate(sys.argv[4]), rate(sys.argv[5])
+copy, native, python = rate(sys.argv[4]), rate(sys.argv[5]), rate(sys.argv[6])
 rt = n / runtime
 print(f"\nrecords: {n}")
 print(f"fill (mock.wasm -> Kafka):        {n / fill:10.0f} records/s")
 print(f"runtime (Kafka -> enrich -> Kafka): {rt:8.0f} records/s")
 print(f"raw copy (Rust, no plugin):       {copy:10.0f} records/s   runtime/raw = {rt / copy:.2f}")
+print(f"native enrich (Rust, compiled in): {native:9.0f} records/s   runtime/native = {rt / native:.2f}, native/raw = {native / copy:.2f}")
 print(f"python loop (confluent-kafka):    {python:10.0f} records/s   runtime/python = {rt / python:.2f}")
 PY

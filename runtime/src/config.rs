@@ -54,8 +54,9 @@ pub struct RunArgs {
     #[arg(long)]
     pub count: Option<u64>,
 
-    /// Records per plugin call.
-    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    /// Records per plugin call (at most; a batch is what the source has ready, and is cut at
+    /// 4 MiB of keys and values).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub batch_size: u32,
 
     /// What to do with a record that fails: stop (`fail`), report it and go on (`skip`), or
@@ -630,7 +631,7 @@ mod tests {
             specs[1].state,
             Some(PathBuf::from("/etc/sluice/state.json"))
         );
-        assert_eq!(specs[1].batch_size, 256);
+        assert_eq!(specs[1].batch_size, 1024);
     }
 
     #[test]

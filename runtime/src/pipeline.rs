@@ -82,6 +82,40 @@ pub struct Pipeline {
 /// source (batches awaiting acknowledgement are bounded by the sink).
 const WORKER_QUEUE: usize = 4;
 
+/// A batch's records are cut into plugin calls of at most this many bytes (keys and values), so
+/// large records stay within the plugin's memory cap at any batch size.
+const MAX_BATCH_BYTES: usize = 4 << 20;
+
+/// Cuts `batch` into pieces of at most `max_bytes` (at least one record each) for the same
+/// worker. Only the last piece carries the ack and the source error: a worker acks in order, so
+/// the source position moves once every piece is durable.
+fn split_at_bytes(mut batch: SourceBatch, max_bytes: usize) -> Vec<SourceBatch> {
+    let size = |r: &Record| r.value.len() + r.key.as_ref().map_or(0, |k| k.len());
+    if batch.records.iter().map(size).sum::<usize>() <= max_bytes {
+        return vec![batch];
+    }
+    let mut pieces = Vec::new();
+    let mut records = std::mem::take(&mut batch.records).into_iter().peekable();
+    while records.peek().is_some() {
+        let mut piece = Vec::new();
+        let mut bytes = 0;
+        while let Some(r) = records.next_if(|r| piece.is_empty() || bytes + size(r) <= max_bytes) {
+            bytes += size(&r);
+            piece.push(r);
+        }
+        pieces.push(SourceBatch {
+            records: piece,
+            error: None,
+            lane: batch.lane,
+            ack: None,
+        });
+    }
+    let last = pieces.last_mut().expect("the batch had records");
+    last.ack = batch.ack.take();
+    last.error = batch.error.take();
+    pieces
+}
+
 struct Worker {
     batches: mpsc::Sender<SourceBatch>,
     done: JoinHandle<Result<Stats>>,
@@ -130,8 +164,15 @@ impl Pipeline {
                 pool[slot] = Some(self.start_worker(&stopped_tx)?);
             }
             let worker = pool[slot].as_ref().expect("started above");
-            if worker.batches.send(batch).await.is_err() {
-                break; // the worker stopped: its result says why
+            let mut stopped_worker = false;
+            for piece in split_at_bytes(batch, MAX_BATCH_BYTES) {
+                if worker.batches.send(piece).await.is_err() {
+                    stopped_worker = true; // the worker stopped: its result says why
+                    break;
+                }
+            }
+            if stopped_worker {
+                break;
             }
         }
         let mut stats = Stats::default();
@@ -417,5 +458,60 @@ fn isolate(
             isolate(stage, &records[..mid], base, stop_at_first, out)?;
             isolate(stage, &records[mid..], base + mid, stop_at_first, out)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn large_batches_are_cut_by_bytes_and_acked_once_at_the_end() {
+        let acks = Arc::new(AtomicUsize::new(0));
+        let counted = acks.clone();
+        let sizes = [300, 300, 500, 2000, 100, 100, 100];
+        let batch = SourceBatch {
+            records: sizes.iter().map(|&n| Record::new(vec![b'x'; n])).collect(),
+            error: Some(crate::connector::RecordError {
+                position: "line 8".into(),
+                message: "bad".into(),
+            }),
+            lane: 3,
+            ack: Some(Box::new(move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+            })),
+        };
+        let pieces = split_at_bytes(batch, 1000);
+        let lens: Vec<Vec<usize>> = pieces
+            .iter()
+            .map(|p| p.records.iter().map(|r| r.value.len()).collect())
+            .collect();
+        // In order; a record larger than the cap goes alone.
+        assert_eq!(
+            lens,
+            [vec![300, 300], vec![500], vec![2000], vec![100, 100, 100]]
+        );
+        assert!(pieces.iter().all(|p| p.lane == 3));
+        let (last, rest) = pieces.split_last().unwrap();
+        assert!(rest.iter().all(|p| p.ack.is_none() && p.error.is_none()));
+        assert_eq!(
+            last.error.as_ref().map(|e| e.position.as_str()),
+            Some("line 8")
+        );
+        let mut pieces = pieces;
+        (pieces.pop().unwrap().ack.unwrap())();
+        assert_eq!(acks.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn small_batches_are_left_whole() {
+        let batch = SourceBatch {
+            records: vec![Record::new(vec![0u8; 10]); 100],
+            ..Default::default()
+        };
+        let pieces = split_at_bytes(batch, 1000);
+        assert_eq!(pieces.len(), 1);
+        assert_eq!(pieces[0].records.len(), 100);
     }
 }
