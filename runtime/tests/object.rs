@@ -61,6 +61,9 @@ fn generate(seed: u64, count: u64, sink: &str) -> std::process::Output {
         "0",
         "--count",
         &count.to_string(),
+        // With roll_records=1 each batch is an object: 256 records apiece.
+        "--batch-size",
+        "256",
         "--sink",
         sink,
     ]);
