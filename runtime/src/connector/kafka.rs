@@ -7,18 +7,20 @@
 //! shutdown. A crash re-reads what was in flight.
 
 use std::collections::BTreeMap;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use std::fmt::Write as _;
 
 use bytes::{Bytes, BytesMut};
+use rdkafka::bindings as rdsys;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::ClientContext;
 use tokio::sync::{mpsc, Notify};
@@ -95,9 +97,43 @@ impl KafkaUri {
     }
 }
 
-/// Routes librdkafka's logs and errors to `tracing`, and commits on revoke.
+/// Routes librdkafka's logs and errors to `tracing`, commits on revoke, and keeps a source's
+/// partition queues hooked to its fetch queue only while their partitions are assigned.
 pub struct KafkaContext {
     uri: String,
+    split: Mutex<Option<SplitQueues>>,
+}
+
+impl KafkaContext {
+    fn new(uri: &str) -> Self {
+        KafkaContext {
+            uri: uri.to_owned(),
+            split: Mutex::new(None),
+        }
+    }
+
+    /// Hooks the queues of `partitions` to the fetch queue (`forward`) or unhooks them.
+    /// librdkafka does not carry forwarded partition queues across a rebalance: unhooked on
+    /// revoke and hooked again on assign, they keep delivering (confluentinc/librdkafka#1335).
+    fn forward(&self, partitions: &rdkafka::TopicPartitionList, forward: bool) {
+        let split = self.split.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(split) = split.as_ref() else { return };
+        for e in partitions.elements() {
+            let Some(q) = usize::try_from(e.partition())
+                .ok()
+                .and_then(|p| split.partitions.get(p))
+            else {
+                continue;
+            };
+            let to = if forward {
+                split.queue.as_ptr()
+            } else {
+                std::ptr::null_mut()
+            };
+            // SAFETY: live handles; `FetchQueue::drop` takes them out of here before destroying.
+            unsafe { rdsys::rd_kafka_queue_forward(q.as_ptr(), to) };
+        }
+    }
 }
 
 impl ClientContext for KafkaContext {
@@ -140,6 +176,7 @@ impl ClientContext for KafkaContext {
 impl ConsumerContext for KafkaContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(partitions) = rebalance {
+            self.forward(partitions, false);
             // Commit what was acknowledged for the partitions we are about to lose.
             match consumer.commit_consumer_state(CommitMode::Sync) {
                 Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
@@ -151,6 +188,7 @@ impl ConsumerContext for KafkaContext {
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(partitions) = rebalance {
+            self.forward(partitions, true);
             tracing::info!(uri = %self.uri, partitions = ?partition_numbers(partitions), "partitions assigned");
         }
     }
@@ -221,8 +259,9 @@ pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("statistics.interval.ms", "5000"),
 ];
 
-/// Reads a topic as a member of a consumer group. A thread polls the consumer and hands over
-/// what it read grouped by partition; `next_batch` cuts that into batches of one partition each
+/// Reads a topic as a member of a consumer group. A thread reads the topic's partition queues in
+/// bursts (serving the consumer's events in between) and hands over what it read grouped by
+/// partition; `next_batch` cuts that into batches of one partition each
 /// (lane = partition), each acked by storing the offset after its last record.
 pub struct KafkaSource {
     polled: mpsc::Receiver<Polled>,
@@ -236,8 +275,8 @@ pub struct KafkaSource {
 
 /// How many batches' worth of records one poll burst may read.
 const POLL_BATCHES: usize = 8;
-/// How long a poll burst waits for more records after the first.
-const POLL_LINGER: Duration = Duration::from_millis(5);
+/// How long a poll burst waits for more records after the first, in ms.
+const POLL_LINGER_MS: i32 = 5;
 
 /// Records of one partition in offset order, with their offsets.
 struct Polled {
@@ -257,9 +296,7 @@ impl KafkaSource {
         let mut config = uri.config(CONSUMER_DEFAULTS);
         config.set("group.id", group);
         let consumer: BaseConsumer<KafkaContext> = config
-            .create_with_context(KafkaContext {
-                uri: uri.uri.clone(),
-            })
+            .create_with_context(KafkaContext::new(&uri.uri))
             .with_context(|| format!("cannot create a Kafka consumer for {}", uri.uri))?;
         let partitions = await_topic(consumer.client(), uri).await?;
         consumer
@@ -268,6 +305,7 @@ impl KafkaSource {
         tracing::info!(uri = %uri.uri, partitions, group, "consuming");
 
         let consumer = Arc::new(consumer);
+        let fetched = FetchQueue::split(&consumer, &uri.topic, partitions)?;
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, polled) = mpsc::channel(4);
         let topic: Arc<str> = Arc::from(uri.topic.as_str());
@@ -277,7 +315,16 @@ impl KafkaSource {
                 .name("kafka-poll".into())
                 // Read several batches' worth per burst: split by partition, they still fill
                 // batches (larger batches amortise the plugin call and the hand-offs).
-                .spawn(move || poll(&consumer, &topic, batch_size * POLL_BATCHES, &stop, &tx))
+                .spawn(move || {
+                    poll(
+                        &consumer,
+                        &fetched,
+                        &topic,
+                        batch_size * POLL_BATCHES,
+                        &stop,
+                        &tx,
+                    )
+                })
                 .context("starting the Kafka poll thread")?
         };
         Ok(KafkaSource {
@@ -320,38 +367,50 @@ impl KafkaSource {
 }
 
 /// Polls until `stop`: reads what is there (up to `max` records), groups it by partition in
-/// arrival order and sends it on.
+/// arrival order and sends it on. Rebalances, commits and errors are served from the consumer
+/// queue between bursts.
 fn poll(
     consumer: &BaseConsumer<KafkaContext>,
+    fetched: &FetchQueue,
     topic: &str,
     max: usize,
     stop: &AtomicBool,
     tx: &mpsc::Sender<Polled>,
 ) {
     let (mut arena, mut origin) = (BytesMut::new(), String::new());
+    let mut burst = Vec::with_capacity(max);
     while !stop.load(Ordering::Relaxed) {
         let mut by_partition: BTreeMap<i32, (Vec<Record>, Vec<i64>)> = BTreeMap::new();
+        let mut add = |m: &rdsys::rd_kafka_message_t| {
+            let entry = by_partition.entry(m.partition).or_default();
+            entry.0.push(to_record(m, topic, &mut arena, &mut origin));
+            entry.1.push(m.offset);
+        };
+        // Events (rebalances run here), and the records of partitions that were not split off
+        // (added to the topic after the start).
         let mut n = 0;
-        // Wait up to 100 ms for a first record, then linger briefly so batches fill up: each
-        // batch costs a plugin call and a few hand-offs, so tiny batches are expensive.
-        let mut deadline = Instant::now() + Duration::from_millis(100);
         while n < max {
-            let wait = deadline.saturating_duration_since(Instant::now());
-            match consumer.poll(wait) {
+            match consumer.poll(Duration::ZERO) {
                 None => break,
-                Some(Ok(m)) => {
-                    if n == 0 {
-                        deadline = Instant::now() + POLL_LINGER;
-                    }
-                    let entry = by_partition.entry(m.partition()).or_default();
-                    entry.0.push(to_record(&m, topic, &mut arena, &mut origin));
-                    entry.1.push(m.offset());
-                    n += 1;
-                }
+                // SAFETY: the pointer is the live message `m` borrows.
+                Some(Ok(m)) => add(unsafe { &*m.ptr() }),
                 Some(Err(e)) => {
                     tracing::warn!(target: "kafka", "consumer error: {e} (retrying)");
                     break;
                 }
+            }
+            n += 1;
+        }
+        // Wait up to 100 ms for a first record, then linger briefly so batches fill up: each
+        // batch costs a plugin call and a few hand-offs, so tiny batches are expensive.
+        let first = if n == 0 { 100 } else { 0 };
+        if fetched.read(first, 1, &mut burst) == 1 {
+            fetched.read(POLL_LINGER_MS, max.saturating_sub(n + 1), &mut burst);
+        }
+        for m in burst.drain(..) {
+            match m.error() {
+                None => add(m.get()),
+                Some(e) => tracing::warn!(target: "kafka", "consumer error: {e} (retrying)"),
             }
         }
         for (partition, (records, offsets)) in by_partition {
@@ -367,10 +426,137 @@ fn poll(
     }
 }
 
+/// The handles of a source's partition queues (indexed by partition) and of the queue they
+/// forward to while assigned.
+struct SplitQueues {
+    queue: NonNull<rdsys::rd_kafka_queue_t>,
+    partitions: Vec<NonNull<rdsys::rd_kafka_queue_t>>,
+}
+
+// SAFETY: librdkafka queue handles may be used from any thread.
+unsafe impl Send for SplitQueues {}
+
+/// The topic's partitions, split off the consumer queue into one queue of ours that is read in
+/// bursts (`rd_kafka_consume_batch_queue`): `BaseConsumer::poll` costs an event and several
+/// clock reads per record, this neither. Rebalance, commit and error events stay on the
+/// consumer queue, whose rebalance hooks (un)hook each partition's queue (`KafkaContext::forward`).
+struct FetchQueue {
+    queue: NonNull<rdsys::rd_kafka_queue_t>,
+    /// The handles go before their consumer, and are taken out of its context first.
+    consumer: Arc<BaseConsumer<KafkaContext>>,
+}
+
+// SAFETY: as for `SplitQueues`.
+unsafe impl Send for FetchQueue {}
+
+impl FetchQueue {
+    fn split(
+        consumer: &Arc<BaseConsumer<KafkaContext>>,
+        topic: &str,
+        partitions: usize,
+    ) -> Result<Self> {
+        let rk = consumer.client().native_ptr();
+        let name = std::ffi::CString::new(topic).context("a topic name with a NUL byte")?;
+        // SAFETY: `rk` is a live client; each handle is destroyed in `drop`.
+        let split = unsafe {
+            let queue = NonNull::new(rdsys::rd_kafka_queue_new(rk))
+                .context("librdkafka could not make a queue")?;
+            let mut split = SplitQueues {
+                queue,
+                partitions: Vec::with_capacity(partitions),
+            };
+            for p in 0..partitions {
+                let q = rdsys::rd_kafka_queue_get_partition(rk, name.as_ptr(), p as i32);
+                let Some(q) = NonNull::new(q) else { break };
+                // Unhooked until assigned: librdkafka then leaves its forwarding to us.
+                rdsys::rd_kafka_queue_forward(q.as_ptr(), std::ptr::null_mut());
+                split.partitions.push(q);
+            }
+            split
+        };
+        let queue = split.queue;
+        *consumer
+            .context()
+            .split
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(split);
+        Ok(FetchQueue {
+            queue,
+            consumer: consumer.clone(),
+        })
+    }
+
+    /// Appends up to `max` fetched messages to `out`, waiting up to `timeout_ms` for them all.
+    fn read(&self, timeout_ms: i32, max: usize, out: &mut Vec<FetchedMessage>) -> usize {
+        if max == 0 {
+            return 0;
+        }
+        let mut raw: Vec<*mut rdsys::rd_kafka_message_t> = Vec::with_capacity(max);
+        // SAFETY: `raw` has room for `max` pointers, and librdkafka wrote the first `n`.
+        let n = unsafe {
+            let n = rdsys::rd_kafka_consume_batch_queue(
+                self.queue.as_ptr(),
+                timeout_ms,
+                raw.as_mut_ptr(),
+                max,
+            );
+            raw.set_len(n.max(0) as usize);
+            raw.len()
+        };
+        out.extend(raw.into_iter().filter_map(NonNull::new).map(FetchedMessage));
+        n
+    }
+}
+
+impl Drop for FetchQueue {
+    fn drop(&mut self) {
+        let split = self
+            .consumer
+            .context()
+            .split
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        // SAFETY: handles from `split`, no longer reachable from the context, destroyed once.
+        if let Some(split) = split {
+            unsafe {
+                for q in &split.partitions {
+                    rdsys::rd_kafka_queue_destroy(q.as_ptr());
+                }
+                rdsys::rd_kafka_queue_destroy(split.queue.as_ptr());
+            }
+        }
+    }
+}
+
+/// A message from `rd_kafka_consume_batch_queue`, destroyed when dropped.
+struct FetchedMessage(NonNull<rdsys::rd_kafka_message_t>);
+
+impl FetchedMessage {
+    fn get(&self) -> &rdsys::rd_kafka_message_t {
+        // SAFETY: live until `drop`.
+        unsafe { self.0.as_ref() }
+    }
+
+    /// A consumer error delivered in place of a record (e.g. an offset out of range).
+    fn error(&self) -> Option<KafkaError> {
+        let err = self.get().err;
+        (err != rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR)
+            .then(|| KafkaError::MessageConsumption(err.into()))
+    }
+}
+
+impl Drop for FetchedMessage {
+    fn drop(&mut self) {
+        // SAFETY: owned, destroyed once.
+        unsafe { rdsys::rd_kafka_message_destroy(self.0.as_ptr()) }
+    }
+}
+
 /// Copies a message out of librdkafka. Keys and values of one poll burst share one buffer
 /// (`arena`), so a record costs no allocation of its own for them.
 fn to_record(
-    m: &rdkafka::message::BorrowedMessage<'_>,
+    m: &rdsys::rd_kafka_message_t,
     topic: &str,
     arena: &mut BytesMut,
     origin: &mut String,
@@ -382,28 +568,41 @@ fn to_record(
         arena.extend_from_slice(bytes);
         arena.split().freeze()
     };
-    let key = m.key().map(&mut copy);
-    let value = copy(m.payload().unwrap_or_default());
-    let headers = m
-        .headers()
-        .map(|hs| {
-            hs.iter()
-                .map(|h| {
-                    (
-                        h.key.to_owned(),
-                        h.value.map(Bytes::copy_from_slice).unwrap_or_default(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    // SAFETY: librdkafka's pointers are valid for their lengths while `m` lives.
+    let bytes = |ptr: *const std::ffi::c_void, len: usize| {
+        (!ptr.is_null()).then(|| unsafe { std::slice::from_raw_parts(ptr as *const u8, len) })
+    };
+    let key = bytes(m.key, m.key_len).map(&mut copy);
+    let value = copy(bytes(m.payload, m.len).unwrap_or_default());
+    let mut headers = Vec::new();
+    let ok = rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR;
+    // SAFETY: the headers belong to `m`; names are NUL-terminated, values valid for their size.
+    unsafe {
+        let mut hdrs = std::ptr::null_mut();
+        if rdsys::rd_kafka_message_headers(m, &mut hdrs) == ok {
+            let (mut name, mut value, mut size) = (std::ptr::null(), std::ptr::null(), 0);
+            let mut i = 0;
+            while rdsys::rd_kafka_header_get_all(hdrs, i, &mut name, &mut value, &mut size) == ok {
+                let name = std::ffi::CStr::from_ptr(name)
+                    .to_string_lossy()
+                    .into_owned();
+                let value = bytes(value, size).map(Bytes::copy_from_slice);
+                headers.push((name, value.unwrap_or_default()));
+                i += 1;
+            }
+        }
+    }
+    let mut kind = rdsys::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
+    // SAFETY: reads `m`'s own fields.
+    let timestamp = unsafe { rdsys::rd_kafka_message_timestamp(m, &mut kind) };
+    let known = kind != rdsys::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
     origin.clear();
-    let _ = write!(origin, "{topic}/{}@{}", m.partition(), m.offset());
+    let _ = write!(origin, "{topic}/{}@{}", m.partition, m.offset);
     Record {
         key,
         value,
         headers,
-        timestamp_ms: m.timestamp().to_millis(),
+        timestamp_ms: known.then_some(timestamp),
         origin: Some(Arc::from(origin.as_str())),
         output: None,
     }
@@ -490,9 +689,7 @@ impl KafkaSink {
     pub async fn open(uri: &KafkaUri) -> Result<Self> {
         let producer: BaseProducer<KafkaContext> = uri
             .config(PRODUCER_DEFAULTS)
-            .create_with_context(KafkaContext {
-                uri: uri.uri.clone(),
-            })
+            .create_with_context(KafkaContext::new(&uri.uri))
             .with_context(|| format!("cannot create a Kafka producer for {}", uri.uri))?;
         let partitions = await_topic(producer.client(), uri).await?;
         tracing::info!(uri = %uri.uri, partitions, "producing");
