@@ -134,7 +134,7 @@ impl Pipeline {
         // The first worker starts now, so a plugin whose `init` fails stops the run at once.
         pool[0] = Some(self.start_worker(&stopped_tx)?);
         let mut records_in = 0u64;
-        loop {
+        'read: loop {
             if *shutdown.borrow() {
                 tracing::info!("shutdown requested: finishing the batches in flight");
                 break;
@@ -164,15 +164,10 @@ impl Pipeline {
                 pool[slot] = Some(self.start_worker(&stopped_tx)?);
             }
             let worker = pool[slot].as_ref().expect("started above");
-            let mut stopped_worker = false;
             for piece in split_at_bytes(batch, MAX_BATCH_BYTES) {
                 if worker.batches.send(piece).await.is_err() {
-                    stopped_worker = true; // the worker stopped: its result says why
-                    break;
+                    break 'read; // the worker stopped: its result says why
                 }
-            }
-            if stopped_worker {
-                break;
             }
         }
         let mut stats = Stats::default();
