@@ -6,8 +6,8 @@
 #   native      the same copy loop doing the enrich rule natively, compiled in (no plugin, no
 #               batching, no at-least-once bookkeeping): the floor for any implementation
 #   python      confluent-kafka consume -> enrich -> produce loop
-# Each figure runs from the first record read to the last delivery acknowledged (group joins
-# excluded). Every contender gets a fresh broker holding the same N records: tansu keeps topics
+# Each figure runs from the first record read to the last delivery acknowledged, and for the
+# runtime its offsets committed too (group joins and leaving the group excluded, as for all). Every contender gets a fresh broker holding the same N records: tansu keeps topics
 # in memory and slows down as they grow, so a shared broker favours whoever runs first. The Rust
 # contenders run ROUNDS times, interleaved, and the medians are compared (one run on a shared
 # 2-core machine swings by +-10%). Usage: scripts/bench-kafka.sh [N] [ROUNDS]
@@ -55,7 +55,7 @@ for r in $(seq "$ROUNDS"); do
   fresh
   $R run --source "kafka://$B/in?group=runtime&prop.session.timeout.ms=6000" --plugin $W/enrich.wasm \
     --sink "kafka://$B/out" --count "$N" 2>"$LOGS/runtime-$r.log"
-  runtime_spans+=("$(span "$LOGS/runtime-$r.log" "partitions assigned" "done")")
+  runtime_spans+=("$(span "$LOGS/runtime-$r.log" "first records read" "every output durable")")
   echo "round $r/$ROUNDS: raw copy (Rust, same client settings, no plugin)"
   fresh
   copy_lines+=("$(target/release/kafka_copy "$B" in out copy "$N")")

@@ -158,6 +158,9 @@ impl Pipeline {
                 batch = self.source.next_batch(max) => batch?,
             };
             let Some(batch) = batch else { break };
+            if records_in == 0 {
+                tracing::info!("first records read");
+            }
             records_in += batch.records.len() as u64 + u64::from(batch.error.is_some());
             let slot = batch.lane as usize % workers;
             if pool[slot].is_none() {
@@ -192,6 +195,8 @@ impl Pipeline {
             return Err(e);
         }
         finished?;
+        // Closing the endpoints (leaving a consumer group) follows when they are dropped.
+        tracing::info!("every output durable, source positions committed");
         Ok(stats)
     }
 

@@ -134,6 +134,15 @@ impl KafkaContext {
             unsafe { rdsys::rd_kafka_queue_forward(q.as_ptr(), to) };
         }
     }
+
+    /// Makes a poll thread waiting on the fetch queue return at once (it checks its stop flag).
+    fn wake_poller(&self) {
+        let split = self.split.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(split) = split.as_ref() {
+            // SAFETY: a live handle, as in `forward`.
+            unsafe { rdsys::rd_kafka_queue_yield(split.queue.as_ptr()) };
+        }
+    }
 }
 
 impl ClientContext for KafkaContext {
@@ -619,6 +628,8 @@ impl Source for KafkaSource {
     fn finish(&mut self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
             self.stop.store(true, Ordering::Relaxed);
+            // Without this, an idle poll thread finishes its wait for records (up to 100 ms).
+            self.consumer.context().wake_poller();
             self.polled.close(); // records still queued were not processed: not acked, re-read later
             while self.polled.recv().await.is_some() {}
             if let Some(poller) = self.poller.take() {
