@@ -7,10 +7,31 @@ use std::ops::Range;
 pub struct Fields<const N: usize> {
     /// The span of the last value of each wanted key (the one JSON parsers keep).
     pub spans: [Option<Range<usize>>; N],
+    /// The wanted keys present, in the order of their spans in the input (`found` of them).
+    order: [usize; N],
+    found: usize,
     /// Whether the object has any field at all.
     pub empty: bool,
     /// Position of the closing `}`.
     pub close: usize,
+}
+
+impl<const N: usize> Fields<N> {
+    /// Notes the value of wanted key `w`. A repeated key keeps its last value, which moves it
+    /// to the end of the input order.
+    fn set(&mut self, w: usize, span: Range<usize>) {
+        if self.spans[w].is_some() {
+            let at = self.order[..self.found]
+                .iter()
+                .position(|&o| o == w)
+                .unwrap_or(self.found - 1);
+            self.order[at..self.found].rotate_left(1);
+        } else {
+            self.order[self.found] = w;
+            self.found += 1;
+        }
+        self.spans[w] = Some(span);
+    }
 }
 
 const MAX_DEPTH: usize = 128;
@@ -170,8 +191,18 @@ pub fn scan_object<const N: usize>(s: &[u8], wanted: &[&str; N]) -> Result<Field
         return Err("record is not a JSON object".into());
     }
     i = skip_ws(s, i + 1);
-    let mut spans = [const { None }; N];
-    let empty = s.get(i) == Some(&b'}');
+    let mut fields = Fields {
+        spans: [const { None }; N],
+        order: [0; N],
+        found: 0,
+        empty: s.get(i) == Some(&b'}'),
+        close: 0,
+    };
+    // Most keys are not wanted: a key whose length no wanted key has is passed over at once.
+    let lengths = wanted.iter().fold(0u64, |m, w| {
+        m | 1u64.checked_shl(w.len() as u32).unwrap_or(0)
+    });
+    let empty = fields.empty;
     if !empty {
         loop {
             if s.get(i) != Some(&b'"') {
@@ -185,12 +216,10 @@ pub fn scan_object<const N: usize>(s: &[u8], wanted: &[&str; N]) -> Result<Field
             }
             let start = skip_ws(s, i + 1);
             let end = skip_value(s, start)?;
-            // Most keys are not wanted: reject on length and first byte before comparing.
-            let is = |w: &&str| {
-                w.len() == key.len() && w.as_bytes().first() == key.first() && w.as_bytes() == key
-            };
-            if let Some(w) = wanted.iter().position(is) {
-                spans[w] = Some(start..end);
+            let maybe = key.len() >= 64 || lengths & (1 << key.len()) != 0;
+            let is = |w: &&str| w.len() == key.len() && w.as_bytes() == key;
+            if let Some(w) = maybe.then(|| wanted.iter().position(is)).flatten() {
+                fields.set(w, start..end);
             }
             i = skip_ws(s, end);
             match s.get(i) {
@@ -208,11 +237,8 @@ pub fn scan_object<const N: usize>(s: &[u8], wanted: &[&str; N]) -> Result<Field
             close + 1
         ));
     }
-    Ok(Fields {
-        spans,
-        empty,
-        close,
-    })
+    fields.close = close;
+    Ok(fields)
 }
 
 /// Parses a JSON number span.
@@ -233,10 +259,8 @@ pub fn rewrite<const N: usize>(
     values: [&[u8]; N],
     out: &mut Vec<u8>,
 ) {
-    let mut order: [usize; N] = std::array::from_fn(|i| i);
-    order.sort_unstable_by_key(|&i| fields.spans[i].as_ref().map_or(usize::MAX, |r| r.start));
     let mut at = 0;
-    for &i in &order {
+    for &i in &fields.order[..fields.found] {
         if let Some(span) = &fields.spans[i] {
             out.extend_from_slice(&s[at..span.start]);
             out.extend_from_slice(values[i]);
@@ -245,8 +269,8 @@ pub fn rewrite<const N: usize>(
     }
     out.extend_from_slice(&s[at..fields.close]);
     let mut first = fields.empty;
-    for &i in &order {
-        if fields.spans[i].is_none() {
+    for (i, span) in fields.spans.iter().enumerate() {
+        if span.is_none() {
             if !first {
                 out.push(b',');
             }

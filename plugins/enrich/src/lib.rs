@@ -63,6 +63,20 @@ mod tests {
         assert_eq!(v["country"], "Netherlands");
     }
 
+    /// A repeated key counts with its last value (as JSON parsers keep), and values are
+    /// spliced in input order whatever the order of the keys enrich knows.
+    #[test]
+    fn repeated_and_reordered_keys() {
+        let input =
+            r#"{"status":1,"latitude":1,"timestamp":0,"longitude":22,"latitude":39,"status":2}"#;
+        let mut out = Vec::new();
+        enrich_json(input.as_bytes(), &mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"status":1,"latitude":1,"timestamp":"1970-01-01 00:00:00+0000","longitude":22,"latitude":39,"status":"accepted","country":"Greece","country_code":"GR"}"#
+        );
+    }
+
     #[test]
     fn existing_output_fields_are_replaced_not_duplicated() {
         let out =
