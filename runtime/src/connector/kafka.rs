@@ -287,11 +287,22 @@ const POLL_BATCHES: usize = 8;
 /// How long a poll burst waits for more records after the first, in ms.
 const POLL_LINGER_MS: i32 = 5;
 
-/// Records of one partition in offset order, with their offsets.
+/// A batch of one partition's records in offset order (at most the batch size), with their
+/// offsets.
 struct Polled {
     partition: i32,
-    records: std::vec::IntoIter<Record>,
-    offsets: std::vec::IntoIter<i64>,
+    records: Vec<Record>,
+    offsets: Vec<i64>,
+}
+
+impl Polled {
+    fn new(partition: i32, capacity: usize) -> Self {
+        Polled {
+            partition,
+            records: Vec::with_capacity(capacity),
+            offsets: Vec::with_capacity(capacity),
+        }
+    }
 }
 
 impl KafkaSource {
@@ -316,7 +327,8 @@ impl KafkaSource {
         let consumer = Arc::new(consumer);
         let fetched = FetchQueue::split(&consumer, &uri.topic, partitions)?;
         let stop = Arc::new(AtomicBool::new(false));
-        let (tx, polled) = mpsc::channel(4);
+        // Room for two bursts: the thread reads the next while the pipeline takes this one.
+        let (tx, polled) = mpsc::channel(2 * POLL_BATCHES);
         let topic: Arc<str> = Arc::from(uri.topic.as_str());
         let poller = {
             let (consumer, stop, topic) = (consumer.clone(), stop.clone(), topic.clone());
@@ -324,16 +336,7 @@ impl KafkaSource {
                 .name("kafka-poll".into())
                 // Read several batches' worth per burst: split by partition, they still fill
                 // batches (larger batches amortise the plugin call and the hand-offs).
-                .spawn(move || {
-                    poll(
-                        &consumer,
-                        &fetched,
-                        &topic,
-                        batch_size * POLL_BATCHES,
-                        &stop,
-                        &tx,
-                    )
-                })
+                .spawn(move || poll(&consumer, &fetched, &topic, batch_size, &stop, &tx))
                 .context("starting the Kafka poll thread")?
         };
         Ok(KafkaSource {
@@ -348,52 +351,72 @@ impl KafkaSource {
     }
 
     async fn next(&mut self, max: usize) -> Option<SourceBatch> {
-        loop {
-            if let Some(current) = &mut self.current {
-                let records: Vec<Record> = current.records.by_ref().take(max).collect();
-                if let Some(last) = current.offsets.by_ref().take(records.len()).last() {
-                    let (consumer, topic, partition) =
-                        (self.consumer.clone(), self.topic.clone(), current.partition);
-                    let ack = Box::new(move || {
-                        // librdkafka's offset store takes the last processed offset and commits
-                        // it + 1, the next to read. Fails if the partition was revoked
-                        // meanwhile; its new owner re-reads from the last commit.
-                        if let Err(e) = consumer.store_offset(&topic, partition, last) {
-                            tracing::debug!(partition, offset = last, "offset not stored: {e}");
-                        }
-                    });
-                    return Some(SourceBatch {
-                        records,
-                        error: None,
-                        lane: partition as u32,
-                        ack: Some(ack),
-                    });
-                }
-            }
-            self.current = Some(self.polled.recv().await?);
+        let mut polled = match self.current.take() {
+            Some(rest) => rest,
+            None => self.polled.recv().await?,
+        };
+        // Fewer records wanted (a `--count` ending): the rest is the next batch.
+        if polled.records.len() > max {
+            self.current = Some(Polled {
+                partition: polled.partition,
+                records: polled.records.split_off(max),
+                offsets: polled.offsets.split_off(max),
+            });
         }
+        let (consumer, topic, partition) =
+            (self.consumer.clone(), self.topic.clone(), polled.partition);
+        let last = polled.offsets.last().copied();
+        let ack = last.map(|last| -> crate::connector::Ack {
+            Box::new(move || {
+                // librdkafka's offset store takes the last processed offset and commits it + 1,
+                // the next to read. Fails if the partition was revoked meanwhile; its new owner
+                // re-reads from the last commit.
+                if let Err(e) = consumer.store_offset(&topic, partition, last) {
+                    tracing::debug!(partition, offset = last, "offset not stored: {e}");
+                }
+            })
+        });
+        Some(SourceBatch {
+            records: polled.records,
+            error: None,
+            lane: partition as u32,
+            ack,
+        })
     }
 }
 
-/// Polls until `stop`: reads what is there (up to `max` records), groups it by partition in
-/// arrival order and sends it on. Rebalances, commits and errors are served from the consumer
-/// queue between bursts.
+/// Polls until `stop`: reads what is there (up to `POLL_BATCHES` batches' worth), cuts it into
+/// batches of one partition each (in arrival order, at most `batch_size` records) and sends
+/// them on. Rebalances, commits and errors are served from the consumer queue between bursts.
 fn poll(
     consumer: &BaseConsumer<KafkaContext>,
     fetched: &FetchQueue,
     topic: &str,
-    max: usize,
+    batch_size: usize,
     stop: &AtomicBool,
     tx: &mpsc::Sender<Polled>,
 ) {
+    let max = batch_size * POLL_BATCHES;
     let (mut arena, mut origin) = (BytesMut::new(), String::new());
     let mut burst = Vec::with_capacity(max);
+    // Per partition: the batch being filled, and how many of the burst's records are still to
+    // come (so each batch is allocated once, at its size).
+    let mut open: BTreeMap<i32, (Polled, usize)> = BTreeMap::new();
     while !stop.load(Ordering::Relaxed) {
-        let mut by_partition: BTreeMap<i32, (Vec<Record>, Vec<i64>)> = BTreeMap::new();
-        let mut add = |m: &rdsys::rd_kafka_message_t| {
-            let entry = by_partition.entry(m.partition).or_default();
-            entry.0.push(to_record(m, topic, &mut arena, &mut origin));
-            entry.1.push(m.offset);
+        let mut full = Vec::new();
+        let mut add = |m: &rdsys::rd_kafka_message_t, open: &mut BTreeMap<i32, (Polled, usize)>| {
+            let (batch, to_come) = open
+                .entry(m.partition)
+                .or_insert_with(|| (Polled::new(m.partition, 0), 0));
+            batch
+                .records
+                .push(to_record(m, topic, &mut arena, &mut origin));
+            batch.offsets.push(m.offset);
+            *to_come = to_come.saturating_sub(1);
+            if batch.records.len() == batch_size {
+                let next = Polled::new(m.partition, (*to_come).min(batch_size));
+                full.push(std::mem::replace(batch, next));
+            }
         };
         // Events (rebalances run here), and the records of partitions that were not split off
         // (added to the topic after the start).
@@ -402,7 +425,7 @@ fn poll(
             match consumer.poll(Duration::ZERO) {
                 None => break,
                 // SAFETY: the pointer is the live message `m` borrows.
-                Some(Ok(m)) => add(unsafe { &*m.ptr() }),
+                Some(Ok(m)) => add(unsafe { &*m.ptr() }, &mut open),
                 Some(Err(e)) => {
                     tracing::warn!(target: "kafka", "consumer error: {e} (retrying)");
                     break;
@@ -416,19 +439,31 @@ fn poll(
         if fetched.read(first, 1, &mut burst) == 1 {
             fetched.read(POLL_LINGER_MS, max.saturating_sub(n + 1), &mut burst);
         }
+        for m in &burst {
+            let partition = m.get().partition;
+            open.entry(partition)
+                .or_insert_with(|| (Polled::new(partition, 0), 0))
+                .1 += 1;
+        }
+        for (batch, to_come) in open.values_mut() {
+            let size = (*to_come).min(batch_size - batch.records.len());
+            batch.records.reserve_exact(size);
+            batch.offsets.reserve_exact(size);
+        }
         for m in burst.drain(..) {
             match m.error() {
-                None => add(m.get()),
+                None => add(m.get(), &mut open),
                 Some(e) => tracing::warn!(target: "kafka", "consumer error: {e} (retrying)"),
             }
         }
-        for (partition, (records, offsets)) in by_partition {
-            let polled = Polled {
-                partition,
-                records: records.into_iter(),
-                offsets: offsets.into_iter(),
-            };
-            if tx.blocking_send(polled).is_err() {
+        full.extend(
+            std::mem::take(&mut open)
+                .into_values()
+                .map(|(batch, _)| batch)
+                .filter(|batch| !batch.records.is_empty()),
+        );
+        for batch in full {
+            if tx.blocking_send(batch).is_err() {
                 return;
             }
         }
