@@ -107,6 +107,11 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     pub grace_secs: u64,
 
+    /// How often each pipeline logs its progress (records in, out and failed, and records/s)
+    /// while records flow; 0 = never.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    pub progress_secs: u64,
+
     /// Serve Prometheus metrics (GET /metrics) and GET /health on this loopback address, e.g.
     /// 127.0.0.1:9902 (the admin address serves them too).
     #[arg(long, value_name = "ADDR")]

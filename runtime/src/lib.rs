@@ -115,6 +115,8 @@ pub async fn run(args: RunArgs) -> Result<Vec<(String, Stats)>> {
                 workers,
                 metrics: metrics.pipeline(&spec.name),
                 dead_letters,
+                progress_every: (args.progress_secs > 0)
+                    .then(|| std::time::Duration::from_secs(args.progress_secs)),
             });
         }
         connector::mem::seal()?;

@@ -76,6 +76,8 @@ pub struct Pipeline {
     pub metrics: Arc<PipelineMetrics>,
     /// With `--on-error dlq`: where failed records go.
     pub dead_letters: Option<DeadLetters>,
+    /// How often to log progress while records flow (`None`: never).
+    pub progress_every: Option<std::time::Duration>,
 }
 
 /// Batches queued per worker: bounded, so memory stays bounded when the sink is slower than the
@@ -116,6 +118,48 @@ fn split_at_bytes(mut batch: SourceBatch, max_bytes: usize) -> Vec<SourceBatch> 
     pieces
 }
 
+/// Logs the pipeline's counters and rate every `every` while they move, until dropped.
+fn log_progress(metrics: &Arc<PipelineMetrics>, every: std::time::Duration) -> AbortOnDrop {
+    let metrics = metrics.clone();
+    let task = async move {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last = (0, 0, 0);
+        loop {
+            tick.tick().await;
+            let now = (
+                metrics.records_in.load(Relaxed),
+                metrics.records_out.load(Relaxed),
+                metrics.records_failed.load(Relaxed),
+            );
+            if now != last {
+                let rate = (now.0 - last.0) as f64 / every.as_secs_f64();
+                let (records_in, records_out, records_failed) = now;
+                tracing::info!(
+                    records_in,
+                    records_out,
+                    records_failed,
+                    "progress: {rate:.0} records/s in"
+                );
+                last = now;
+            }
+        }
+    };
+    AbortOnDrop(tokio::spawn(tracing::Instrument::instrument(
+        task,
+        tracing::Span::current(),
+    )))
+}
+
+/// Stops a background task when the owner goes, however it returns.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 struct Worker {
     batches: mpsc::Sender<SourceBatch>,
     done: JoinHandle<Result<Stats>>,
@@ -127,6 +171,9 @@ impl Pipeline {
     /// their outputs made durable and their source positions acknowledged before it returns.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<Stats> {
         let workers = self.workers.max(1);
+        let _progress = self
+            .progress_every
+            .map(|every| log_progress(&self.metrics, every));
         // A worker that stops (failure, closed sink) says so here, so reading stops at once even
         // when the source has nothing more to read.
         let (stopped_tx, mut stopped) = watch::channel(false);

@@ -118,6 +118,38 @@ fn rate_paces_the_generator() {
     );
 }
 
+/// A running pipeline logs its counters while records flow, and stays quiet with 0.
+#[test]
+fn progress_is_logged_while_records_flow() {
+    let mock = plugin("mock");
+    let run_with = |every: &str| {
+        let out = run(
+            &[
+                "run",
+                "--plugin",
+                mock.to_str().unwrap(),
+                "--count",
+                "250",
+                "--rate",
+                "100",
+                "--progress-secs",
+                every,
+            ],
+            b"",
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(json_lines(&stdout(&out)).len(), 250);
+        stderr(&out)
+    };
+    let logged = run_with("1");
+    let lines: Vec<&str> = logged.lines().filter(|l| l.contains("progress:")).collect();
+    // 2.5 s of records at one line a second; a slow machine only makes more.
+    assert!(lines.len() >= 2, "{logged}");
+    assert!(lines[0].contains("records/s in"), "{logged}");
+    assert!(lines[0].contains("records_out="), "{logged}");
+    assert!(!run_with("0").contains("progress:"));
+}
+
 #[test]
 fn enrich_matches_the_golden_file() {
     let input = std::fs::read(data("sessions.jsonl")).unwrap();
