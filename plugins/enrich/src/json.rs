@@ -202,8 +202,7 @@ pub fn scan_object<const N: usize>(s: &[u8], wanted: &[&str; N]) -> Result<Field
     let lengths = wanted.iter().fold(0u64, |m, w| {
         m | 1u64.checked_shl(w.len() as u32).unwrap_or(0)
     });
-    let empty = fields.empty;
-    if !empty {
+    if !fields.empty {
         loop {
             if s.get(i) != Some(&b'"') {
                 return Err(format!("expected a field name at byte {i}"));

@@ -399,10 +399,10 @@ fn poll(
     let max = batch_size * POLL_BATCHES;
     let (mut arena, mut origin) = (BytesMut::new(), String::new());
     let mut burst = Vec::with_capacity(max);
-    // Per partition: the batch being filled, and how many of the burst's records are still to
-    // come (so each batch is allocated once, at its size).
-    let mut open: BTreeMap<i32, (Polled, usize)> = BTreeMap::new();
     while !stop.load(Ordering::Relaxed) {
+        // Per partition: the batch being filled, and how many of the burst's records are still
+        // to come (so each batch is allocated once, at its size).
+        let mut open: BTreeMap<i32, (Polled, usize)> = BTreeMap::new();
         let mut full = Vec::new();
         let mut add = |m: &rdsys::rd_kafka_message_t, open: &mut BTreeMap<i32, (Polled, usize)>| {
             let (batch, to_come) = open
@@ -457,8 +457,7 @@ fn poll(
             }
         }
         full.extend(
-            std::mem::take(&mut open)
-                .into_values()
+            open.into_values()
                 .map(|(batch, _)| batch)
                 .filter(|batch| !batch.records.is_empty()),
         );
