@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 
-use crate::pipeline::ErrorPolicy;
+use crate::failure::ErrorPolicy;
 use crate::plugin::{Capabilities, Limits};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -27,9 +27,14 @@ pub struct RunArgs {
     #[arg(long, value_name = "URI", default_value = "stdout")]
     pub sink: String,
 
+    /// A named output: records a plugin routes to NAME (`to_output("NAME")`) go to URI instead
+    /// of --sink. Repeatable.
+    #[arg(long = "output", value_name = "NAME=URI", value_parser = parse_key_value)]
+    pub outputs: Vec<(String, String)>,
+
     /// A pipelines file (TOML) to run instead of the pipeline given by --plugin/--source/--sink;
     /// see examples/stack.toml.
-    #[arg(long = "config", value_name = "FILE", conflicts_with_all = ["plugins", "source", "sink", "count", "state"])]
+    #[arg(long = "config", value_name = "FILE", conflicts_with_all = ["plugins", "source", "sink", "outputs", "count", "state"])]
     pub config: Option<PathBuf>,
 
     /// With --config: use URI for the endpoint NAME of the file (also SLUICE_ENDPOINT_NAME=URI).
@@ -145,6 +150,8 @@ pub struct PipelineSpec {
     /// `None`: the first plugin is a source, or stdin.
     pub source: Option<String>,
     pub sink: String,
+    /// Named outputs (NAME, URI), in the order given.
+    pub outputs: Vec<(String, String)>,
     pub settings: Vec<(String, String)>,
     pub rate: f64,
     pub count: Option<u64>,
@@ -243,6 +250,16 @@ impl RunArgs {
             } else {
                 format!("pipeline `{}`: ", spec.name)
             };
+            let mut names = std::collections::HashSet::new();
+            for (output, _) in &spec.outputs {
+                let valid = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
+                if output.is_empty() || !output.chars().all(valid) {
+                    bail!("{name}output name `{output}`: use letters, digits, -, _ or . (the name a plugin passes to to_output)");
+                }
+                if !names.insert(output) {
+                    bail!("{name}output `{output}` is given twice: give each name one URI");
+                }
+            }
             match (spec.on_error, &spec.dlq) {
                 (ErrorPolicy::Dlq, None) => bail!("{name}--on-error dlq needs a dead-letter endpoint: add --dlq URI (e.g. kafka://HOST:PORT/TOPIC or s3://BUCKET/PREFIX)"),
                 (ErrorPolicy::Fail | ErrorPolicy::Skip, Some(dlq)) => bail!("{name}a dead-letter endpoint ({dlq}) is given but failed records are not sent there: add --on-error dlq"),
@@ -277,6 +294,7 @@ impl RunArgs {
                 overrides: Vec::new(),
                 source: self.source.clone(),
                 sink: self.sink.clone(),
+                outputs: self.outputs.clone(),
                 settings: self.settings.clone(),
                 rate: self.rate,
                 count: self.count,
@@ -334,6 +352,9 @@ struct PipelineEntry {
     plugins: Vec<PluginEntry>,
     source: Option<String>,
     sink: String,
+    /// Named outputs: NAME = URI or a name under [endpoints].
+    #[serde(default)]
+    outputs: BTreeMap<String, String>,
     /// Handed to every plugin's `init`.
     #[serde(default)]
     settings: BTreeMap<String, toml::Value>,
@@ -417,11 +438,7 @@ fn parse_pipelines(
                 anyhow!("pipeline `{pipeline}`: {what} `{v}` is neither a URI nor a name under [endpoints]")
             })?
         };
-        // A relative local directory is relative to the file.
-        Ok(match uri.strip_prefix("file://") {
-            Some(path) if !path.starts_with('/') => format!("file://{}", dir.join(path).display()),
-            _ => uri,
-        })
+        Ok(crate::connector::relative_to(&uri, dir))
     };
     let mut names = std::collections::HashSet::new();
     let mut specs = Vec::new();
@@ -512,6 +529,16 @@ fn parse_pipelines(
                 .map(|s| resolve(&p.name, "source", s))
                 .transpose()?,
             sink: resolve(&p.name, "sink", &p.sink)?,
+            outputs: p
+                .outputs
+                .iter()
+                .map(|(name, uri)| {
+                    Ok((
+                        name.clone(),
+                        resolve(&p.name, &format!("output `{name}`"), uri)?,
+                    ))
+                })
+                .collect::<Result<_>>()?,
             plugins: paths,
             overrides,
             settings,
@@ -637,6 +664,41 @@ mod tests {
             Some(PathBuf::from("/etc/sluice/state.json"))
         );
         assert_eq!(specs[1].batch_size, 1024);
+    }
+
+    #[test]
+    fn outputs_map_names_to_uris_or_endpoints() {
+        let text = r#"
+            [endpoints]
+            lake = "file://lake?format=parquet"
+
+            [[pipeline]]
+            name = "p"
+            sink = "stdout"
+            outputs = { rejected = "kafka://127.0.0.1:9092/rejected", audit = "lake" }
+        "#;
+        let specs = parse_pipelines(text, Path::new("/x"), &[], &args(&[])).unwrap();
+        assert_eq!(
+            specs[0].outputs,
+            [
+                (
+                    "audit".to_owned(),
+                    "file:///x/lake?format=parquet".to_owned()
+                ),
+                (
+                    "rejected".to_owned(),
+                    "kafka://127.0.0.1:9092/rejected".to_owned()
+                )
+            ]
+        );
+        let bad = text.replace("\"lake\" }", "\"nowhere\" }");
+        let e = parse_pipelines(&bad, Path::new("/x"), &[], &args(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("output `audit` `nowhere` is neither a URI nor a name under [endpoints]"),
+            "{e}"
+        );
     }
 
     #[test]

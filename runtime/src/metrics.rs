@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::context::EndpointMetrics;
 use crate::plugin::PluginSlot;
 
 /// Upper bounds of the batch latency histogram, in seconds.
@@ -42,46 +43,22 @@ impl PipelineMetrics {
 }
 
 /// Everything `/metrics` shows.
-#[derive(Default)]
 pub struct Metrics {
     pipelines: Mutex<BTreeMap<String, Arc<PipelineMetrics>>>,
     slots: Mutex<Vec<Arc<PluginSlot>>>,
-}
-
-/// Object store requests retried (by URI), counted from the retry layer.
-static STORE_RETRIES: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
-
-pub fn count_store_retry(uri: &str) {
-    if let Ok(mut r) = STORE_RETRIES.lock() {
-        *r.entry(uri.to_owned()).or_default() += 1;
-    }
-}
-
-/// Kafka figures from librdkafka's statistics, by URI: consumer lag per partition (only where
-/// the broker's high watermark is known) and produce retries.
-static KAFKA_LAG: Mutex<BTreeMap<(String, i32), i64>> = Mutex::new(BTreeMap::new());
-static KAFKA_RETRIES: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
-
-pub fn set_kafka_consumer_lag(uri: &str, partition: i32, lag: Option<i64>) {
-    if let Ok(mut l) = KAFKA_LAG.lock() {
-        match lag {
-            Some(lag) => {
-                l.insert((uri.to_owned(), partition), lag);
-            }
-            None => {
-                l.remove(&(uri.to_owned(), partition));
-            }
-        }
-    }
-}
-
-pub fn set_kafka_produce_retries(uri: &str, retries: u64) {
-    if let Ok(mut r) = KAFKA_RETRIES.lock() {
-        r.insert(uri.to_owned(), retries);
-    }
+    endpoints: Arc<EndpointMetrics>,
 }
 
 impl Metrics {
+    /// Metrics of one run, with the figures its endpoints report.
+    pub fn new(endpoints: Arc<EndpointMetrics>) -> Self {
+        Metrics {
+            pipelines: Mutex::default(),
+            slots: Mutex::default(),
+            endpoints,
+        }
+    }
+
     pub fn pipeline(&self, name: &str) -> Arc<PipelineMetrics> {
         let mut p = self.pipelines.lock().unwrap_or_else(|e| e.into_inner());
         p.entry(name.to_owned()).or_default().clone()
@@ -219,12 +196,12 @@ impl Metrics {
         }
         let name = "sluice_object_store_retries_total";
         let _ = writeln!(out, "# HELP {name} Object store requests retried after a temporary error.\n# TYPE {name} counter");
-        for (uri, n) in STORE_RETRIES.lock().map(|r| r.clone()).unwrap_or_default() {
+        for (uri, n) in self.endpoints.store_retries() {
             let _ = writeln!(out, "{name}{{uri=\"{}\"}} {n}", escape(&uri));
         }
         let name = "sluice_kafka_consumer_lag";
         let _ = writeln!(out, "# HELP {name} Records behind the partition's high watermark (committed offsets), where the broker reports it.\n# TYPE {name} gauge");
-        for ((uri, partition), lag) in KAFKA_LAG.lock().map(|l| l.clone()).unwrap_or_default() {
+        for ((uri, partition), lag) in self.endpoints.kafka_lag() {
             let _ = writeln!(
                 out,
                 "{name}{{uri=\"{}\",partition=\"{partition}\"}} {lag}",
@@ -233,7 +210,7 @@ impl Metrics {
         }
         let name = "sluice_kafka_produce_retries_total";
         let _ = writeln!(out, "# HELP {name} Produce requests librdkafka retried after a temporary error.\n# TYPE {name} counter");
-        for (uri, n) in KAFKA_RETRIES.lock().map(|r| r.clone()).unwrap_or_default() {
+        for (uri, n) in self.endpoints.kafka_retries() {
             let _ = writeln!(out, "{name}{{uri=\"{}\"}} {n}", escape(&uri));
         }
         out
@@ -252,7 +229,7 @@ mod tests {
 
     #[test]
     fn renders_counters_and_histograms() {
-        let m = Metrics::default();
+        let m = Metrics::new(Arc::default());
         let p = m.pipeline("enrich");
         p.records_in.fetch_add(5, Relaxed);
         p.observe_batch(Duration::from_micros(700));

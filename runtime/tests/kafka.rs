@@ -5,75 +5,12 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::kafka::*;
+use common::process::*;
 use common::*;
-
-/// Starts `runtime ARGS` in the background with stderr going to a file the test can read.
-fn spawn(args: &[&str], log: &Path) -> Child {
-    runtime()
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).expect("log file"))
-        .spawn()
-        .expect("runtime starts")
-}
-
-fn signal(child: &Child, sig: &str) {
-    let ok = std::process::Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(ok.success(), "kill {sig} failed");
-}
-
-/// Waits (up to 40 s) until the log says `needle`.
-fn wait_for_log(log: &Path, needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(40);
-    while !log_of(log).contains(needle) {
-        assert!(
-            Instant::now() < deadline,
-            "no `{needle}` in the log within 40 s:\n{}",
-            log_of(log)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// SIGTERM, then a clean exit (0) within 30 s.
-fn terminate(child: &mut Child, log: &Path) {
-    signal(child, "-TERM");
-    assert!(
-        wait_exit(child, Duration::from_secs(30), log).success(),
-        "{}",
-        log_of(log)
-    );
-}
-
-fn log_of(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
-
-/// Waits for a process to exit on its own; kills it and fails after `timeout`.
-fn wait_exit(child: &mut Child, timeout: Duration, log: &Path) -> std::process::ExitStatus {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!(
-                "runtime did not exit within {timeout:?}; log:\n{}",
-                log_of(log)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn ids_of(records: &[Read]) -> HashSet<String> {
     session_counts(records).into_keys().collect()

@@ -5,12 +5,8 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::process::{free_addr, signal};
 use common::{plugin, runtime};
-
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
 
 fn get(addr: &str, path: &str) -> Option<String> {
     let out = Command::new("curl")
@@ -542,11 +538,7 @@ fn kafka_consumer_lag_is_exported_and_reaches_zero_when_caught_up() {
 }
 
 fn sigterm(child: &std::process::Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    signal(child, "-TERM");
 }
 
 #[test]

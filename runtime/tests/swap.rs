@@ -11,13 +11,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::kafka::{self, create_topic, read_topic_with, unique};
+use common::process::{free_addr, log_of};
 use common::{plugin, runtime};
 use serde_json::Value;
-
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
 
 /// (HTTP status, JSON body) of an admin API call.
 fn admin(addr: &str, method: &str, path: &str, body: Option<&Path>) -> (u16, Value) {
@@ -133,10 +129,6 @@ fn spawn(args: &[&str], log: &Path) -> Child {
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
         .unwrap()
-}
-
-fn log_of(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
 }
 
 /// `runtime run --config` over [`stream_config`], its admin API up and its output being read.

@@ -11,7 +11,7 @@ mod rule;
 
 pub use rule::*;
 
-sluice_sdk::transform!(wit: "../../wit", process: process);
+sluice_sdk::transform!(wit: "../../wit", process: process, init: init);
 
 #[cfg(test)]
 mod tests {

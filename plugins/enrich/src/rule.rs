@@ -1,7 +1,7 @@
 //! The enrichment rule itself, shared by the `enrich` plugin and its tagged variant.
 
 use crate::json;
-use sluice_sdk::{Error, Message};
+use sluice_sdk::{Config, Error, Message};
 
 /// (latitude, longitude) in 1e-4 degrees -> (country, ISO code).
 pub const COUNTRIES: [((i64, i64), &str, &str); 21] = [
@@ -90,8 +90,15 @@ const FIELDS: [&str; 6] = [
     "status",
 ];
 
-/// Enriches one session (a JSON object) into `out`.
-pub fn enrich_json(input: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+/// What the rule decided about a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Accepted,
+    Rejected,
+}
+
+/// Enriches one session (a JSON object) into `out`; returns the status it was given.
+pub fn enrich_json(input: &[u8], out: &mut Vec<u8>) -> Result<Status, String> {
     let fields = json::scan_object(input, &FIELDS)?;
     let number = |i: usize| -> Result<f64, String> {
         let span = fields.spans[i]
@@ -107,7 +114,8 @@ pub fn enrich_json(input: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
             "field `timestamp` is out of range (years 0000-9999): {timestamp}"
         ));
     }
-    let status: &[u8] = if country.contains("Greece") {
+    let accepted = country.contains("Greece");
+    let status: &[u8] = if accepted {
         b"\"accepted\""
     } else {
         b"\"rejected\""
@@ -142,6 +150,29 @@ pub fn enrich_json(input: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
         status,
     ];
     json::rewrite(input, &FIELDS, &fields, set, out);
+    Ok(if accepted {
+        Status::Accepted
+    } else {
+        Status::Rejected
+    })
+}
+
+/// The named output rejected sessions go to (setting `rejected_output`); unset, every session
+/// goes to the pipeline's sink.
+static REJECTED_OUTPUT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Settings: `rejected_output=NAME` routes rejected sessions to the pipeline's output NAME.
+pub fn init(config: &Config) -> Result<(), String> {
+    if let Some(name) = config.get("rejected_output") {
+        if name.is_empty() {
+            return Err(
+                "rejected_output is empty: give the name of an output of the pipeline".into(),
+            );
+        }
+        REJECTED_OUTPUT
+            .set(name.to_owned())
+            .map_err(|_| "init called twice".to_owned())?;
+    }
     Ok(())
 }
 
@@ -149,6 +180,10 @@ pub fn enrich_json(input: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
 /// alone and is routed by the pipeline's error policy.
 pub fn process(msg: Message<'_>) -> Result<Message<'_>, Error> {
     let mut out = Vec::with_capacity(msg.value.len() + 96);
-    enrich_json(&msg.value, &mut out).map_err(Error::from)?;
-    Ok(msg.with_value(out))
+    let status = enrich_json(&msg.value, &mut out).map_err(Error::from)?;
+    let msg = msg.with_value(out);
+    Ok(match (status, REJECTED_OUTPUT.get()) {
+        (Status::Rejected, Some(output)) => msg.to_output(output.as_str()),
+        _ => msg,
+    })
 }

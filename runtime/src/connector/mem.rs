@@ -7,12 +7,13 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, bail, Result};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{BoxFuture, Sink, Source, SourceBatch, Written};
+use crate::context::Context;
 use crate::record::Record;
 
 /// Batches a topic holds before its writers wait.
@@ -32,9 +33,16 @@ struct Topic {
     readers: usize,
 }
 
-fn topics() -> &'static Mutex<HashMap<String, Topic>> {
-    static TOPICS: OnceLock<Mutex<HashMap<String, Topic>>> = OnceLock::new();
-    TOPICS.get_or_init(Default::default)
+/// One run's in-process topics, by name (kept in its [`Context`]).
+#[derive(Default)]
+pub struct Topics(Mutex<HashMap<String, Topic>>);
+
+impl Topics {
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, HashMap<String, Topic>>> {
+        self.0
+            .lock()
+            .map_err(|_| anyhow!("in-process topics lock poisoned"))
+    }
 }
 
 fn topic_name(uri: &str) -> Result<String> {
@@ -49,10 +57,9 @@ fn topic_name(uri: &str) -> Result<String> {
     Ok(name.to_owned())
 }
 
-fn with_topic<T>(name: &str, f: impl FnOnce(&mut Topic) -> T) -> Result<T> {
-    let mut topics = topics()
-        .lock()
-        .map_err(|_| anyhow!("in-process topics lock poisoned"))?;
+fn with_topic<T>(ctx: &Context, name: &str, f: impl FnOnce(&mut Topic) -> T) -> Result<T> {
+    let topics = ctx.shared::<Topics>();
+    let mut topics = topics.lock()?;
     let topic = topics.entry(name.to_owned()).or_insert_with(|| {
         let (tx, rx) = mpsc::channel(CAPACITY);
         Topic {
@@ -66,10 +73,9 @@ fn with_topic<T>(name: &str, f: impl FnOnce(&mut Topic) -> T) -> Result<T> {
 
 /// Call once every pipeline of the process has opened its endpoints: checks that each topic
 /// has both a writer and a reader, and lets a topic end when its last writer is done.
-pub fn seal() -> Result<()> {
-    let mut topics = topics()
-        .lock()
-        .map_err(|_| anyhow!("in-process topics lock poisoned"))?;
+pub fn seal(ctx: &Context) -> Result<()> {
+    let topics = ctx.shared::<Topics>();
+    let mut topics = topics.lock()?;
     for (name, topic) in topics.drain() {
         match (topic.writers, topic.readers) {
             (0, _) => bail!("mem://{name} is read but no pipeline writes to it: add a pipeline with sink mem://{name}, or fix the name"),
@@ -88,9 +94,9 @@ pub struct MemSink {
 }
 
 impl MemSink {
-    pub fn open(uri: &str) -> Result<Self> {
+    pub fn open(uri: &str, ctx: &Context) -> Result<Self> {
         let name = topic_name(uri)?;
-        let tx = with_topic(&name, |t| {
+        let tx = with_topic(ctx, &name, |t| {
             t.writers += 1;
             t.tx.clone()
         })?
@@ -162,9 +168,9 @@ impl Parts {
 }
 
 impl MemSource {
-    pub fn open(uri: &str) -> Result<Self> {
+    pub fn open(uri: &str, ctx: &Context) -> Result<Self> {
         let name = topic_name(uri)?;
-        let rx = with_topic(&name, |t| {
+        let rx = with_topic(ctx, &name, |t| {
             t.readers += 1;
             t.rx.take()
         })?
@@ -176,6 +182,10 @@ impl MemSource {
 }
 
 impl Source for MemSource {
+    fn fed_in_process(&self) -> bool {
+        true
+    }
+
     fn next_batch(&mut self, max: usize) -> BoxFuture<'_, Result<Option<SourceBatch>>> {
         Box::pin(async move {
             let (mut records, lane, parts) = match self.rest.take() {
@@ -210,17 +220,12 @@ impl Source for MemSource {
 mod tests {
     use super::*;
 
-    // One test: the topic registry is process-wide.
     #[tokio::test]
-    async fn topics() {
-        unpaired_topics_and_second_readers_are_refused();
-        acknowledged_end_to_end_and_split().await;
-    }
-
     async fn acknowledged_end_to_end_and_split() {
-        let mut sink = MemSink::open("mem://t1").unwrap();
-        let mut source = MemSource::open("mem://t1").unwrap();
-        seal().unwrap();
+        let ctx = Context::default();
+        let mut sink = MemSink::open("mem://t1", &ctx).unwrap();
+        let mut source = MemSource::open("mem://t1", &ctx).unwrap();
+        seal(&ctx).unwrap();
         let records: Vec<Record> = (0..5).map(|i| Record::new(format!("{i}"))).collect();
         let written = sink.write(&records).await.unwrap();
         let a = source.next_batch(3).await.unwrap().unwrap();
@@ -246,17 +251,33 @@ mod tests {
         }
     }
 
+    #[test]
     fn unpaired_topics_and_second_readers_are_refused() {
-        let _w = MemSink::open("mem://only-written").unwrap();
-        let e = seal().unwrap_err().to_string();
+        let ctx = Context::default();
+        let _w = MemSink::open("mem://only-written", &ctx).unwrap();
+        let e = seal(&ctx).unwrap_err().to_string();
         assert!(
             e.contains("mem://only-written is written but no pipeline reads it"),
             "{e}"
         );
-        let _r = MemSource::open("mem://t2").unwrap();
-        let e = MemSource::open("mem://t2").err().unwrap().to_string();
+        let _r = MemSource::open("mem://t2", &ctx).unwrap();
+        let e = MemSource::open("mem://t2", &ctx).err().unwrap().to_string();
         assert!(e.contains("already has a reader"), "{e}");
-        assert!(MemSink::open("mem://bad name").is_err());
-        let _ = seal();
+        assert!(MemSink::open("mem://bad name", &ctx).is_err());
+    }
+
+    #[test]
+    fn two_runs_share_no_topics() {
+        let (a, b) = (Context::default(), Context::default());
+        let _r = MemSource::open("mem://same", &a).unwrap();
+        let _w = MemSink::open("mem://same", &a).unwrap();
+        // The other run's reader of the same name is its own topic, so it has no writer.
+        let _other = MemSource::open("mem://same", &b).unwrap();
+        seal(&a).unwrap();
+        let e = seal(&b).unwrap_err().to_string();
+        assert!(
+            e.contains("mem://same is read but no pipeline writes to it"),
+            "{e}"
+        );
     }
 }

@@ -1,17 +1,20 @@
 //! Endpoints: where records come from and go to. One file per kind; a new kind is a new file
 //! plus one arm in [`open_source`] / [`open_sink`].
 
-pub mod generator;
 pub mod kafka;
 pub mod mem;
 pub mod object;
 pub mod stdio;
+pub mod uri;
 
 use std::future::Future;
 use std::pin::Pin;
 
+use std::path::Path;
+
 use anyhow::Result;
 
+use crate::context::Context;
 use crate::record::Record;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -45,6 +48,12 @@ pub trait Source: Send {
     /// Called once all acknowledged batches are acked, before exit: commit positions, close.
     fn finish(&mut self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async { Ok(()) })
+    }
+
+    /// Whether another pipeline of this process feeds it: such a source ends when its writers
+    /// do, so it must not stop at the stop signal before what they wrote is through.
+    fn fed_in_process(&self) -> bool {
+        false
     }
 }
 
@@ -90,6 +99,12 @@ pub trait Sink: Send {
     fn max_unacked_batches(&self) -> usize {
         64
     }
+
+    /// Whether records keep their key and headers here (Kafka); sinks that keep values only
+    /// get dead letters as JSON envelopes with the provenance inside.
+    fn keeps_headers(&self) -> bool {
+        false
+    }
 }
 
 /// What a source needs besides its URI.
@@ -104,32 +119,52 @@ const SOURCES: &str = "stdin, kafka://HOST:PORT/TOPIC?group=GROUP, s3://BUCKET/P
 const SINKS: &str = "stdout, kafka://HOST:PORT/TOPIC, s3://BUCKET/PREFIX?endpoint=URL&format=parquet|jsonl, file://DIR?format=parquet|jsonl or mem://NAME";
 
 /// Where a pipeline reads from: `stdin` or a URI.
-pub async fn open_source(uri: &str, options: &SourceOptions) -> Result<Box<dyn Source>> {
+pub async fn open_source(
+    uri: &str,
+    options: &SourceOptions,
+    ctx: &Context,
+) -> Result<Box<dyn Source>> {
     match uri.split_once("://").map(|(scheme, _)| scheme) {
         _ if uri == "stdin" || uri == "-" => Ok(Box::new(stdio::LineSource::stdin())),
         Some("kafka") => Ok(Box::new(
-            kafka::KafkaSource::open(&kafka::KafkaUri::parse(uri)?, options.batch_size).await?,
-        )),
-        Some("s3" | "file") => Ok(Box::new(
-            object::ObjectSource::open(&object::ObjectUri::parse(uri)?, options.state.clone())
+            kafka::KafkaSource::open(&kafka::KafkaUri::parse(uri)?, options.batch_size, ctx)
                 .await?,
         )),
-        Some("mem") => Ok(Box::new(mem::MemSource::open(uri)?)),
+        Some("s3" | "file") => Ok(Box::new(
+            object::ObjectSource::open(&object::ObjectUri::parse(uri)?, options.state.clone(), ctx)
+                .await?,
+        )),
+        Some("mem") => Ok(Box::new(mem::MemSource::open(uri, ctx)?)),
         _ => anyhow::bail!("unsupported source `{uri}`: use {SOURCES}"),
     }
 }
 
 /// Where a pipeline writes to: `stdout` or a URI.
-pub async fn open_sink(uri: &str) -> Result<Box<dyn Sink>> {
+pub async fn open_sink(uri: &str, ctx: &Context) -> Result<Box<dyn Sink>> {
     match uri.split_once("://").map(|(scheme, _)| scheme) {
         _ if uri == "stdout" || uri == "-" => Ok(Box::new(stdio::StdoutSink::new())),
         Some("kafka") => Ok(Box::new(
-            kafka::KafkaSink::open(&kafka::KafkaUri::parse(uri)?).await?,
+            kafka::KafkaSink::open(&kafka::KafkaUri::parse(uri)?, ctx).await?,
         )),
         Some("s3" | "file") => Ok(Box::new(
-            object::ObjectSink::open(&object::ObjectUri::parse(uri)?).await?,
+            object::ObjectSink::open(&object::ObjectUri::parse(uri)?, ctx).await?,
         )),
-        Some("mem") => Ok(Box::new(mem::MemSink::open(uri)?)),
+        Some("mem") => Ok(Box::new(mem::MemSink::open(uri, ctx)?)),
         _ => anyhow::bail!("unsupported sink `{uri}`: use {SINKS}"),
+    }
+}
+
+/// Call once every pipeline of the run has opened its endpoints: checks that the endpoints
+/// linking pipelines (in-process topics) have both ends, and lets them end with their writers.
+pub fn seal(ctx: &Context) -> Result<()> {
+    mem::seal(ctx)
+}
+
+/// A URI as written in a pipelines file in `dir`: a relative local directory is relative to the
+/// file; anything else is unchanged.
+pub fn relative_to(uri: &str, dir: &Path) -> String {
+    match uri.strip_prefix("file://") {
+        Some(path) if !path.starts_with('/') => format!("file://{}", dir.join(path).display()),
+        _ => uri.to_owned(),
     }
 }

@@ -3,6 +3,7 @@
 
 mod bindings;
 mod cache;
+pub mod inspect;
 mod instance;
 mod limits;
 mod swap;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 pub mod kafka;
+pub mod process;
 pub mod s3;
 
 /// The workspace target dir, as cargo uses it (honours CARGO_TARGET_DIR).

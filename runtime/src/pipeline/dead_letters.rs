@@ -11,7 +11,7 @@ use anyhow::Result;
 use bytes::Bytes;
 
 use crate::connector::{Sink, Written};
-use crate::pipeline::Failure;
+use crate::failure::Failure;
 use crate::record::Record;
 
 pub const PIPELINE: &str = "sluice-pipeline";
@@ -22,19 +22,34 @@ pub const POSITION: &str = "sluice-position";
 pub const TIME: &str = "sluice-failed-at-ms";
 
 pub struct DeadLetters {
-    pub pipeline: Arc<str>,
-    pub sink: Box<dyn Sink>,
-    /// Values only (not Kafka): wrap each dead letter in a JSON envelope.
-    pub envelope: bool,
+    pipeline: Arc<str>,
+    sink: Box<dyn Sink>,
+    /// The sink keeps values only (not Kafka): wrap each dead letter in a JSON envelope.
+    envelope: bool,
 }
 
 impl DeadLetters {
+    /// Dead letters of `pipeline`, written to `sink`.
+    pub fn new(pipeline: &str, sink: Box<dyn Sink>) -> Self {
+        let envelope = !sink.keeps_headers();
+        DeadLetters {
+            pipeline: pipeline.into(),
+            sink,
+            envelope,
+        }
+    }
+
     pub fn fork(&self) -> Result<DeadLetters> {
         Ok(DeadLetters {
             pipeline: self.pipeline.clone(),
             sink: self.sink.fork()?,
             envelope: self.envelope,
         })
+    }
+
+    /// See [`Sink::max_unacked_batches`].
+    pub fn max_unacked_batches(&self) -> usize {
+        self.sink.max_unacked_batches()
     }
 
     /// Writes the inputs behind `failures` (found in `inputs` by position; an input that never

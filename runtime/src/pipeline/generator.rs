@@ -5,7 +5,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
 
-use super::{BoxFuture, Source, SourceBatch};
+use crate::connector::{BoxFuture, Source, SourceBatch};
 use crate::plugin::SourceInstance;
 
 /// A token bucket: `rate` records per second, handed out in batches worth about 10 ms.

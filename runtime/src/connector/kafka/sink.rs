@@ -1,0 +1,174 @@
+//! The producing sink: every record with its key, headers and timestamp; a batch is durable
+//! once every delivery is acknowledged (acks=all, idempotent).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use tokio::sync::Notify;
+
+use super::{await_topic, KafkaContext, KafkaUri, PRODUCER_DEFAULTS};
+use crate::connector::{BoxFuture, Rejected, Sink, Written};
+use crate::context::Context;
+use crate::record::Record;
+
+/// Produces each record to a topic, keeping key, headers and timestamp.
+#[derive(Clone)]
+pub struct KafkaSink {
+    producer: Arc<BaseProducer<KafkaContext>>,
+    topic: Arc<str>,
+    uri: Arc<str>,
+}
+
+/// Counts a batch's deliveries down; librdkafka's delivery callback reports each one. Cheaper
+/// than a future per record. The callbacks run inside `poll`, which the sink calls itself (after
+/// each batch and while a batch is awaited) instead of a polling thread: measured ~5% less CPU.
+pub struct BatchDelivery {
+    remaining: AtomicUsize,
+    failure: Mutex<Option<String>>,
+    done: Notify,
+}
+
+impl BatchDelivery {
+    fn settle(&self, failure: Option<String>) {
+        if let Some(f) = failure {
+            let mut first = self
+                .failure
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            first.get_or_insert(f);
+        }
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.done.notify_one();
+        }
+    }
+}
+
+impl ProducerContext for KafkaContext {
+    type DeliveryOpaque = Arc<BatchDelivery>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, batch: Arc<BatchDelivery>) {
+        batch.settle(result.as_ref().err().map(|(e, _)| e.to_string()));
+    }
+}
+
+impl KafkaSink {
+    pub async fn open(uri: &KafkaUri, ctx: &Context) -> Result<Self> {
+        let producer: BaseProducer<KafkaContext> = uri
+            .config(PRODUCER_DEFAULTS)
+            .create_with_context(KafkaContext::new(&uri.uri, ctx.endpoints.clone()))
+            .with_context(|| format!("cannot create a Kafka producer for {}", uri.uri))?;
+        let partitions = await_topic(producer.client(), uri).await?;
+        tracing::info!(uri = %uri.uri, partitions, "producing");
+        Ok(KafkaSink {
+            producer: Arc::new(producer),
+            topic: Arc::from(uri.topic.as_str()),
+            uri: Arc::from(uri.uri.as_str()),
+        })
+    }
+
+    async fn send(&self, records: &[Record]) -> Result<Written> {
+        let batch = Arc::new(BatchDelivery {
+            remaining: AtomicUsize::new(records.len()),
+            failure: Mutex::new(None),
+            done: Notify::new(),
+        });
+        let mut rejected = Vec::new();
+        for (index, r) in records.iter().enumerate() {
+            let mut record =
+                BaseRecord::<[u8], [u8], _>::with_opaque_to(&self.topic, batch.clone())
+                    .payload(&r.value[..]);
+            if let Some(key) = &r.key {
+                record = record.key(&key[..]);
+            }
+            if let Some(ts) = r.timestamp_ms {
+                record = record.timestamp(ts);
+            }
+            if !r.headers.is_empty() {
+                let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
+                for (k, v) in &r.headers {
+                    headers = headers.insert(Header {
+                        key: k,
+                        value: Some(&v[..]),
+                    });
+                }
+                record = record.headers(headers);
+            }
+            loop {
+                match self.producer.send(record) {
+                    Ok(()) => break,
+                    // The local queue is full: wait for deliveries to drain it (backpressure).
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        self.producer.poll(Duration::ZERO);
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    // This record can never be produced: it goes where the error policy says
+                    // (skip, dead letters or stop), its neighbours go on.
+                    Err((
+                        KafkaError::MessageProduction(
+                            code @ (RDKafkaErrorCode::MessageSizeTooLarge
+                            | RDKafkaErrorCode::InvalidMessageSize
+                            | RDKafkaErrorCode::InvalidMessage
+                            | RDKafkaErrorCode::InvalidRecord),
+                        ),
+                        _,
+                    )) => {
+                        batch.settle(None);
+                        let message = match code {
+                            RDKafkaErrorCode::MessageSizeTooLarge => format!(
+                                "too large for {} ({} bytes of value; raise prop.message.max.bytes if the broker takes it)",
+                                self.uri,
+                                r.value.len()
+                            ),
+                            code => format!("{code}, producing to {}", self.uri),
+                        };
+                        rejected.push(Rejected { index, message });
+                        break;
+                    }
+                    Err((e, _)) => bail!("cannot produce to {}: {e}", self.uri),
+                }
+            }
+        }
+        // Delivery reports are served by whoever polls: here, and while waiting below.
+        self.producer.poll(Duration::ZERO);
+        let (uri, producer) = (self.uri.clone(), self.producer.clone());
+        let durable = Box::pin(async move {
+            while batch.remaining.load(Ordering::Acquire) > 0 {
+                producer.poll(Duration::ZERO);
+                if batch.remaining.load(Ordering::Acquire) == 0 {
+                    break;
+                }
+                let _ = tokio::time::timeout(Duration::from_millis(1), batch.done.notified()).await;
+            }
+            let failure = batch
+                .failure
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .take();
+            match failure {
+                Some(e) => bail!("delivery to {uri} failed: {e}"),
+                None => Ok(()),
+            }
+        });
+        Ok(Written { rejected, durable })
+    }
+}
+
+impl Sink for KafkaSink {
+    fn write<'a>(&'a mut self, records: &'a [Record]) -> BoxFuture<'a, Result<Written>> {
+        Box::pin(self.send(records))
+    }
+
+    fn fork(&self) -> Result<Box<dyn Sink>> {
+        Ok(Box::new(self.clone()))
+    }
+
+    fn keeps_headers(&self) -> bool {
+        true
+    }
+}

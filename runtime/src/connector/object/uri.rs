@@ -1,0 +1,285 @@
+//! `s3://BUCKET/PREFIX?...` and `file://DIR?...`: parsing, opening the store (with retries),
+//! and errors that name the URI and the fix.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use opendal::layers::{RetryInterceptor, RetryLayer};
+use opendal::{ErrorKind, Operator};
+
+use super::{one_line, Format};
+use crate::connector::uri::Query;
+use crate::context::EndpointMetrics;
+
+/// `s3://BUCKET/PREFIX?...` or `file://DIR?...`, parsed.
+#[derive(Debug, Clone)]
+pub struct ObjectUri {
+    /// The URI as given, without credentials, for messages.
+    pub display: String,
+    store: Store,
+    /// Directory inside the bucket or root: empty or ending with `/`.
+    pub prefix: String,
+    pub format: Format,
+    /// Sink: roll an object after this long, this many records or this many bytes.
+    pub roll_after: Duration,
+    pub roll_records: usize,
+    pub roll_bytes: usize,
+    /// Source: how often to list for new objects; whether to keep listing after the last one.
+    pub poll: Duration,
+    pub follow: bool,
+    /// Source: whose progress this is (several pipelines may read one prefix).
+    pub group: String,
+    /// Parquet sink: example records (JSON lines) to take the columns from, instead of the
+    /// first batch.
+    pub schema: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+enum Store {
+    S3 {
+        bucket: String,
+        endpoint: String,
+        region: String,
+        access_key_id: Option<String>,
+        secret_access_key: Option<String>,
+        virtual_host: bool,
+    },
+    Dir(PathBuf),
+}
+
+const USAGE: &str = "use s3://BUCKET/PREFIX?endpoint=http://HOST:PORT&format=parquet|jsonl \
+                     or file://DIR?format=parquet|jsonl";
+
+impl ObjectUri {
+    pub fn parse(uri: &str) -> Result<Self> {
+        let (path, mut query) = Query::parse(uri, USAGE)?;
+        let Some((scheme, path)) = path.split_once("://") else {
+            bail!("`{uri}` is not an object store URI: {USAGE}");
+        };
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let (store, prefix) = match scheme {
+            "s3" => {
+                let (bucket, prefix) = path.split_once('/').unwrap_or((path, ""));
+                if bucket.is_empty() {
+                    bail!("`{uri}` names no bucket: {USAGE}");
+                }
+                let region = query
+                    .take("region")
+                    .or_else(|| env("AWS_REGION"))
+                    .or_else(|| env("AWS_DEFAULT_REGION"))
+                    .unwrap_or_else(|| "us-east-1".to_owned());
+                let endpoint = query
+                    .take("endpoint")
+                    .or_else(|| env("AWS_ENDPOINT_URL"))
+                    .unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
+                if !endpoint.starts_with("http://") && !endpoint.starts_with("https://") {
+                    bail!("`{uri}`: endpoint `{endpoint}` must start with http:// or https://");
+                }
+                let store = Store::S3 {
+                    bucket: bucket.to_owned(),
+                    endpoint,
+                    region,
+                    access_key_id: query
+                        .take("access_key_id")
+                        .or_else(|| env("AWS_ACCESS_KEY_ID")),
+                    secret_access_key: query
+                        .take("secret_access_key")
+                        .or_else(|| env("AWS_SECRET_ACCESS_KEY")),
+                    virtual_host: !query.flag(
+                        "path_style",
+                        true,
+                        "path_style=true (bucket in the path, for MinIO-like servers) or \
+                         path_style=false (bucket in the host name)",
+                    )?,
+                };
+                (store, prefix.to_owned())
+            }
+            "file" => {
+                if path.is_empty() {
+                    bail!("`{uri}` names no directory: {USAGE}");
+                }
+                (Store::Dir(PathBuf::from(path)), String::new())
+            }
+            _ => bail!("`{uri}` is not an object store URI: {USAGE}"),
+        };
+        let format = match query.take("format").as_deref() {
+            None | Some("jsonl") => Format::Jsonl,
+            Some("parquet") => Format::Parquet,
+            Some(other) => {
+                bail!("`{uri}`: unknown format `{other}`: use format=parquet or format=jsonl")
+            }
+        };
+        let roll_after = query.duration("roll", Duration::from_secs(10))?;
+        let roll_records = query.size("roll_records", 100_000)?;
+        let roll_bytes = query.size("roll_bytes", 64 << 20)?;
+        let poll = query.duration("poll", Duration::from_secs(2))?;
+        let follow = query.flag(
+            "follow",
+            true,
+            "follow=true (keep listing) or follow=false (stop after the objects there now)",
+        )?;
+        let group = query.take("group").unwrap_or_else(|| "sluice".to_owned());
+        let schema = query.take("schema").map(PathBuf::from);
+        query.finish("endpoint, region, access_key_id, secret_access_key, path_style, format, roll, roll_records, roll_bytes, poll, follow, group, schema")?;
+        let mut prefix = prefix.trim_matches('/').to_owned();
+        if !prefix.is_empty() {
+            prefix.push('/');
+        }
+        Ok(ObjectUri {
+            display: uri.split('?').next().unwrap_or(uri).to_owned(),
+            store,
+            prefix,
+            format,
+            roll_after,
+            roll_records,
+            roll_bytes,
+            poll,
+            follow,
+            group,
+            schema,
+        })
+    }
+
+    /// An operator with retries (bounded exponential backoff, logged); fails if the bucket or
+    /// directory cannot be reached or read.
+    pub(super) async fn open(&self, metrics: &Arc<EndpointMetrics>) -> Result<Operator> {
+        let op = match &self.store {
+            Store::S3 {
+                bucket,
+                endpoint,
+                region,
+                access_key_id,
+                secret_access_key,
+                virtual_host,
+            } => {
+                let (Some(id), Some(secret)) = (access_key_id, secret_access_key) else {
+                    bail!(
+                        "{}: no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
+                         (or access_key_id= and secret_access_key= in the URI)",
+                        self.display
+                    );
+                };
+                // Credentials come only from us: no config files, no cloud metadata endpoint.
+                let mut b = opendal::services::S3::default()
+                    .bucket(bucket)
+                    .endpoint(endpoint)
+                    .region(region)
+                    .access_key_id(id)
+                    .secret_access_key(secret)
+                    .disable_config_load()
+                    .disable_ec2_metadata();
+                if *virtual_host {
+                    b = b.enable_virtual_host_style();
+                }
+                Operator::new(b)?.finish()
+            }
+            Store::Dir(dir) => {
+                std::fs::create_dir_all(dir).with_context(|| {
+                    format!("{}: cannot create {}", self.display, dir.display())
+                })?;
+                let root = dir
+                    .canonicalize()
+                    .with_context(|| format!("{}: cannot open {}", self.display, dir.display()))?;
+                let root = root.to_string_lossy();
+                // Files are written beside and renamed into place: never a partial file.
+                Operator::new(
+                    opendal::services::Fs::default()
+                        .root(&root)
+                        .atomic_write_dir(&format!("{root}/.sluice-tmp")),
+                )?
+                .finish()
+            }
+        };
+        let display = self.display.clone();
+        let op = op.layer(
+            RetryLayer::new()
+                .with_jitter()
+                .with_min_delay(Duration::from_millis(200))
+                .with_max_delay(Duration::from_secs(5))
+                .with_max_times(10)
+                .with_notify(LogRetry {
+                    uri: display,
+                    metrics: metrics.clone(),
+                }),
+        );
+        match op.list_with(&self.list_root()).limit(1).await {
+            Ok(_) => Ok(op),
+            Err(e) => Err(self.explain(e, "list")),
+        }
+    }
+
+    pub(super) fn list_root(&self) -> String {
+        if self.prefix.is_empty() {
+            "/".to_owned()
+        } else {
+            self.prefix.clone()
+        }
+    }
+
+    /// An opendal error as one line naming the URI and what to do.
+    pub(super) fn explain(&self, e: opendal::Error, doing: &str) -> anyhow::Error {
+        let text = e.to_string();
+        let s3 = matches!(self.store, Store::S3 { .. });
+        let hint = if s3 && text.contains("NoSuchBucket") {
+            "the bucket does not exist: create it or fix the bucket name"
+        } else if s3 && e.kind() == ErrorKind::PermissionDenied {
+            "access denied: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        } else if text.contains("send http request") {
+            "cannot reach the server (retried with backoff): is it running at that endpoint?"
+        } else if e.kind() == ErrorKind::PermissionDenied {
+            "permission denied"
+        } else {
+            "failed"
+        };
+        anyhow!("{}: {doing}: {hint} ({})", self.display, one_line(&e))
+    }
+}
+
+/// Logs and counts each retried object store request.
+struct LogRetry {
+    uri: String,
+    metrics: Arc<EndpointMetrics>,
+}
+
+impl RetryInterceptor for LogRetry {
+    fn intercept(&self, err: &opendal::Error, dur: Duration) {
+        self.metrics.count_store_retry(&self.uri);
+        tracing::warn!(uri = %self.uri, "object store: {}; retrying in {:.1}s", one_line(err), dur.as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uris() {
+        let u = ObjectUri::parse("s3://bucket/raw/data?endpoint=http://127.0.0.1:9000&format=parquet&roll=10s&access_key_id=a&secret_access_key=b").unwrap();
+        assert_eq!(u.prefix, "raw/data/");
+        assert_eq!(u.format, Format::Parquet);
+        assert_eq!(u.roll_after, Duration::from_secs(10));
+        assert_eq!(u.display, "s3://bucket/raw/data");
+        let e = ObjectUri::parse("s3://b?format=csv")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("use format=parquet or format=jsonl"), "{e}");
+        let e = ObjectUri::parse("s3://b?roll=soon")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("roll=soon is not a duration"), "{e}");
+        let e = ObjectUri::parse("s3://b?rol=1s").unwrap_err().to_string();
+        assert!(e.contains("unknown parameter `rol`"), "{e}");
+        let e = ObjectUri::parse("s3:///x").unwrap_err().to_string();
+        assert!(e.contains("names no bucket"), "{e}");
+        let e = ObjectUri::parse("s3://b?endpoint=127.0.0.1:9000")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("must start with http://"), "{e}");
+        let e = ObjectUri::parse("s3://b?path_style=maybe")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("path_style=maybe: use path_style=true"), "{e}");
+    }
+}

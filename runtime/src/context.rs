@@ -1,0 +1,120 @@
+//! What one run shares between its pipelines and endpoints: the endpoint metrics, the stop
+//! signal and per-run endpoint state (such as the in-process topics). Handed down explicitly,
+//! never static, so two runs in one process share nothing.
+
+use std::any::{Any, TypeId};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::watch;
+
+/// One run's shared state. Cheap to clone: every clone is the same run.
+#[derive(Clone)]
+pub struct Context {
+    /// Figures the endpoints report, rendered by `/metrics`.
+    pub endpoints: Arc<EndpointMetrics>,
+    stop: Arc<watch::Sender<bool>>,
+    shared: Arc<Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>>,
+}
+
+impl Default for Context {
+    fn default() -> Self {
+        Context {
+            endpoints: Arc::default(),
+            stop: Arc::new(watch::channel(false).0),
+            shared: Arc::default(),
+        }
+    }
+}
+
+impl Context {
+    /// The run is stopping (a signal, or a pipeline failed): endpoints that hold records back
+    /// (objects rolled by age) write them now, and pipelines finish what they read.
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Turns true when the run stops.
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+
+    /// The run's one value of type `T` (made on first use): state an endpoint kind keeps per
+    /// run, such as the registry of in-process topics.
+    pub fn shared<T: Default + Send + Sync + 'static>(&self) -> Arc<T> {
+        let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        let any = shared
+            .entry(TypeId::of::<T>())
+            .or_insert_with(|| Arc::new(T::default()))
+            .clone();
+        any.downcast::<T>()
+            .unwrap_or_else(|_| unreachable!("entries are keyed by their own type"))
+    }
+}
+
+/// What endpoints count for `/metrics`, by URI.
+#[derive(Default)]
+pub struct EndpointMetrics {
+    store_retries: Mutex<BTreeMap<String, u64>>,
+    kafka_lag: Mutex<BTreeMap<(String, i32), i64>>,
+    kafka_retries: Mutex<BTreeMap<String, u64>>,
+}
+
+impl EndpointMetrics {
+    /// An object store request was retried after a temporary error.
+    pub fn count_store_retry(&self, uri: &str) {
+        *lock(&self.store_retries).entry(uri.to_owned()).or_default() += 1;
+    }
+
+    /// A partition's consumer lag from librdkafka's statistics (`None`: the broker's high
+    /// watermark is unknown, so there is no lag to show).
+    pub fn set_kafka_consumer_lag(&self, uri: &str, partition: i32, lag: Option<i64>) {
+        let mut lags = lock(&self.kafka_lag);
+        match lag {
+            Some(lag) => lags.insert((uri.to_owned(), partition), lag),
+            None => lags.remove(&(uri.to_owned(), partition)),
+        };
+    }
+
+    /// Produce requests librdkafka retried so far.
+    pub fn set_kafka_produce_retries(&self, uri: &str, retries: u64) {
+        lock(&self.kafka_retries).insert(uri.to_owned(), retries);
+    }
+
+    pub fn store_retries(&self) -> BTreeMap<String, u64> {
+        lock(&self.store_retries).clone()
+    }
+
+    pub fn kafka_lag(&self) -> BTreeMap<(String, i32), i64> {
+        lock(&self.kafka_lag).clone()
+    }
+
+    pub fn kafka_retries(&self) -> BTreeMap<String, u64> {
+        lock(&self.kafka_retries).clone()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Counter(Mutex<u32>);
+
+    #[test]
+    fn shared_state_is_per_run() {
+        let (a, b) = (Context::default(), Context::default());
+        *a.shared::<Counter>().0.lock().unwrap() += 1;
+        *a.clone().shared::<Counter>().0.lock().unwrap() += 1;
+        assert_eq!(*a.shared::<Counter>().0.lock().unwrap(), 2);
+        assert_eq!(*b.shared::<Counter>().0.lock().unwrap(), 0);
+        let stopping = b.stopping();
+        b.stop();
+        assert!(*stopping.borrow());
+        assert!(!*a.stopping().borrow());
+    }
+}

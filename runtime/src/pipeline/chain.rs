@@ -1,0 +1,166 @@
+//! The plugin chain: each transform in turn on its slot's live version, a failing batch split
+//! until the poison records stand alone.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+
+use crate::failure::{ErrorPolicy, Failure};
+use crate::plugin::{BatchError, Stage, TransformInstance};
+use crate::record::Record;
+
+/// Runs records through each transform in turn, each stage on its slot's live version (cut
+/// over here, at the batch boundary). With `fail`, records after the first failure are dropped
+/// so that only outputs of records before it are written.
+///
+/// A record a plugin routes to one of the pipeline's named `outputs` leaves the chain there and
+/// is returned with its `output` set (after the records for the main sink); one routed to a
+/// name the pipeline lacks is that record's failure.
+pub fn run_chain(
+    stages: &mut [Stage],
+    mut records: Vec<Record>,
+    policy: ErrorPolicy,
+    outputs: &[Arc<str>],
+) -> Result<(Vec<Record>, Vec<Failure>)> {
+    let mut failures = Vec::new();
+    let mut routed = Vec::new();
+    for stage in stages {
+        if records.is_empty() {
+            break;
+        }
+        if let Some(took) = stage.refresh() {
+            tracing::debug!(pipeline = %stage.slot.pipeline, slot = stage.slot.index, sha256 = %stage.version.plugin.compiled.sha256, cutover_us = took.as_micros() as u64, "cut over");
+        }
+        let result = loop {
+            let mut result = StageResult::default();
+            let stop_at_first = policy == ErrorPolicy::Fail;
+            isolate(&mut stage.instance, &records, 0, stop_at_first, &mut result)?;
+            let seen = match result.failures.first() {
+                Some((i, _)) if result.stopped => *i + 1,
+                _ => records.len(),
+            };
+            stage
+                .slot
+                .observe(&stage.version, seen as u64, result.failures.len() as u64);
+            if stage.version.rolled_back()
+                && stage.refresh().is_some()
+                && !stage.version.rolled_back()
+            {
+                // Its outputs are dropped: the restored version processes the batch instead,
+                // so each record's outputs come from exactly one version.
+                continue;
+            }
+            break result;
+        };
+        let plugin = &stage.version.plugin;
+        let who = Some((plugin.name.clone(), plugin.compiled.sha256.clone()));
+        let stage = &mut stage.instance;
+        let mut stage_failures: Vec<Failure> = result
+            .failures
+            .into_iter()
+            .map(|(i, message)| Failure {
+                position: records[i].position().to_owned(),
+                message,
+                plugin: who.clone(),
+            })
+            .collect();
+        records = result.outputs;
+        let unknown = |r: &Record| {
+            r.output
+                .as_deref()
+                .is_some_and(|name| !outputs.iter().any(|o| &**o == name))
+        };
+        if let Some(first) = records.iter().position(unknown) {
+            let plugin = stage.plugin().name.clone();
+            let misrouted = |r: &Record| {
+                let name = r.output.as_deref().unwrap_or_default();
+                Failure {
+                    position: r.position().to_owned(),
+                    message: format!(
+                        "plugin {plugin} routed it to output `{name}`, which this pipeline does \
+                         not have: add --output {name}=URI (or `{name} = \"URI\"` under the \
+                         pipeline's outputs in a pipelines file)"
+                    ),
+                    plugin: who.clone(),
+                }
+            };
+            if policy == ErrorPolicy::Fail {
+                // It comes before any failure the stage reported: stop there.
+                stage_failures = vec![misrouted(&records[first])];
+                records.truncate(first);
+            } else {
+                let (bad, kept): (Vec<_>, Vec<_>) = records.into_iter().partition(unknown);
+                stage_failures.extend(bad.iter().map(misrouted));
+                records = kept;
+            }
+        }
+        if records.iter().any(|r| r.output.is_some()) {
+            let (out, next): (Vec<_>, Vec<_>) =
+                records.into_iter().partition(|r| r.output.is_some());
+            routed.extend(out);
+            records = next;
+        }
+        failures.extend(stage_failures);
+    }
+    records.append(&mut routed);
+    Ok((records, failures))
+}
+
+#[derive(Default)]
+struct StageResult {
+    outputs: Vec<Record>,
+    /// (input index, error)
+    failures: Vec<(usize, String)>,
+    stopped: bool,
+}
+
+/// Processes `records` (which start at input index `base`); a batch that fails as a whole is
+/// split in halves until the records that cause it stand alone, so one poison record never
+/// takes its neighbours with it.
+fn isolate(
+    stage: &mut TransformInstance,
+    records: &[Record],
+    base: usize,
+    stop_at_first: bool,
+    out: &mut StageResult,
+) -> Result<()> {
+    if out.stopped || records.is_empty() {
+        return Ok(());
+    }
+    match stage.process(records) {
+        Ok(processed) => {
+            let mut outputs = processed.outputs.into_iter();
+            for (i, outcome) in processed.outcomes.into_iter().enumerate() {
+                match outcome {
+                    Ok(n) => out.outputs.extend(outputs.by_ref().take(n as usize)),
+                    Err(message) => {
+                        out.failures.push((
+                            base + i,
+                            format!("plugin {}: {message}", stage.plugin().name),
+                        ));
+                        if stop_at_first {
+                            out.stopped = true;
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+            Ok(())
+        }
+        Err(e @ BatchError::Restart { .. }) => Err(e.into()),
+        Err(e) if records.len() == 1 => {
+            out.failures.push((base, e.to_string()));
+            out.stopped = stop_at_first;
+            Ok(())
+        }
+        Err(e) => {
+            tracing::debug!(
+                records = records.len(),
+                "batch failed ({e}); splitting it to isolate the bad records"
+            );
+            let mid = records.len() / 2;
+            isolate(stage, &records[..mid], base, stop_at_first, out)?;
+            isolate(stage, &records[mid..], base + mid, stop_at_first, out)
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! source -> batch -> plugin chain -> sink, with the error policy applied per record.
+//!
+//! This file is the read loop: it cuts what the source has ready into batches and hands each to
+//! the worker that owns its lane. `worker` runs a batch through the chain (`chain`, with poison
+//! isolation) into the sinks and acknowledges it once durable; `dead_letters` writes failures.
+
+mod chain;
+pub mod dead_letters;
+pub mod generator;
+mod worker;
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Result};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::connector::{Sink, SinkClosed, Source, SourceBatch};
+use crate::failure::ErrorPolicy;
+use crate::metrics::PipelineMetrics;
+use crate::plugin::{PluginSlot, Stage};
+use crate::record::Record;
+use dead_letters::DeadLetters;
+
+pub use chain::run_chain;
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Stats {
+    /// Records read from the source, bad ones included.
+    pub records_in: u64,
+    /// Records the sink accepted.
+    pub records_out: u64,
+    /// Records that failed and were skipped (or, with `fail`, the one that stopped the run).
+    pub records_failed: u64,
+}
+
+impl Stats {
+    /// The pipeline's figures so far, from the counters its workers keep.
+    pub fn of(metrics: &PipelineMetrics) -> Stats {
+        Stats {
+            records_in: metrics.records_in.load(Relaxed),
+            records_out: metrics.records_out.load(Relaxed),
+            records_failed: metrics.records_failed.load(Relaxed),
+        }
+    }
+}
+
+pub struct Pipeline {
+    pub source: Box<dyn Source>,
+    /// The transform chain; every worker gets its own instances (its own Stores) of each
+    /// slot's live version, and cuts over to a new one at a batch boundary.
+    pub plugins: Vec<Arc<PluginSlot>>,
+    pub sink: Box<dyn Sink>,
+    /// Named outputs: records a plugin routes to NAME go to its sink instead of `sink`.
+    pub outputs: Vec<(Arc<str>, Box<dyn Sink>)>,
+    pub policy: ErrorPolicy,
+    pub batch_size: usize,
+    /// Stop after this many source records.
+    pub count: Option<u64>,
+    /// At most this many workers; lanes (Kafka partitions) are spread over them, each lane
+    /// always on the same worker so its order is kept.
+    pub workers: usize,
+    pub metrics: Arc<PipelineMetrics>,
+    /// With `--on-error dlq`: where failed records go.
+    pub dead_letters: Option<DeadLetters>,
+    /// How often to log progress while records flow (`None`: never).
+    pub progress_every: Option<std::time::Duration>,
+}
+
+/// Batches queued per worker: bounded, so memory stays bounded when the sink is slower than the
+/// source (batches awaiting acknowledgement are bounded by the sink).
+const WORKER_QUEUE: usize = 4;
+
+/// A batch's records are cut into plugin calls of at most this many bytes (keys and values), so
+/// large records stay within the plugin's memory cap at any batch size.
+const MAX_BATCH_BYTES: usize = 4 << 20;
+
+/// Cuts `batch` into pieces of at most `max_bytes` (at least one record each) for the same
+/// worker. Only the last piece carries the ack and the source error: a worker acks in order, so
+/// the source position moves once every piece is durable.
+fn split_at_bytes(mut batch: SourceBatch, max_bytes: usize) -> Vec<SourceBatch> {
+    let size = |r: &Record| r.value.len() + r.key.as_ref().map_or(0, |k| k.len());
+    if batch.records.iter().map(size).sum::<usize>() <= max_bytes {
+        return vec![batch];
+    }
+    let mut pieces = Vec::new();
+    let mut records = std::mem::take(&mut batch.records).into_iter().peekable();
+    while records.peek().is_some() {
+        let mut piece = Vec::new();
+        let mut bytes = 0;
+        while let Some(r) = records.next_if(|r| piece.is_empty() || bytes + size(r) <= max_bytes) {
+            bytes += size(&r);
+            piece.push(r);
+        }
+        pieces.push(SourceBatch {
+            records: piece,
+            error: None,
+            lane: batch.lane,
+            ack: None,
+        });
+    }
+    let last = pieces.last_mut().expect("the batch had records");
+    last.ack = batch.ack.take();
+    last.error = batch.error.take();
+    pieces
+}
+
+/// Logs the pipeline's counters and rate every `every` while they move, until dropped.
+fn log_progress(metrics: &Arc<PipelineMetrics>, every: std::time::Duration) -> AbortOnDrop {
+    let metrics = metrics.clone();
+    let task = async move {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last = (0, 0, 0);
+        loop {
+            tick.tick().await;
+            let now = (
+                metrics.records_in.load(Relaxed),
+                metrics.records_out.load(Relaxed),
+                metrics.records_failed.load(Relaxed),
+            );
+            if now != last {
+                let rate = (now.0 - last.0) as f64 / every.as_secs_f64();
+                let (records_in, records_out, records_failed) = now;
+                tracing::info!(
+                    records_in,
+                    records_out,
+                    records_failed,
+                    "progress: {rate:.0} records/s in"
+                );
+                last = now;
+            }
+        }
+    };
+    AbortOnDrop(tokio::spawn(tracing::Instrument::instrument(
+        task,
+        tracing::Span::current(),
+    )))
+}
+
+/// Stops a background task when the owner goes, however it returns.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+struct Worker {
+    batches: mpsc::Sender<SourceBatch>,
+    done: JoinHandle<Result<()>>,
+}
+
+impl Pipeline {
+    /// Runs until the source ends, `count` records were read, the sink's reader goes away, a
+    /// record fails under `fail`, or `shutdown` turns true. Batches already read are finished,
+    /// their outputs made durable and their source positions acknowledged before it returns.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<Stats> {
+        let workers = self.workers.max(1);
+        let _progress = self
+            .progress_every
+            .map(|every| log_progress(&self.metrics, every));
+        // A worker that stops (failure, closed sink) says so here, so reading stops at once even
+        // when the source has nothing more to read.
+        let (stopped_tx, mut stopped) = watch::channel(false);
+        let mut pool: Vec<Option<Worker>> = (0..workers).map(|_| None).collect();
+        // The first worker starts now, so a plugin whose `init` fails stops the run at once.
+        pool[0] = Some(self.start_worker(&stopped_tx)?);
+        let mut records_in = 0u64;
+        'read: loop {
+            if *shutdown.borrow() {
+                tracing::info!("shutdown requested: finishing the batches in flight");
+                break;
+            }
+            if *stopped.borrow() {
+                break;
+            }
+            let max = match self.count {
+                Some(count) => {
+                    count.saturating_sub(records_in).min(self.batch_size as u64) as usize
+                }
+                None => self.batch_size,
+            };
+            if max == 0 {
+                break;
+            }
+            let batch = tokio::select! {
+                biased;
+                _ = shutdown.changed() => continue,
+                _ = stopped.changed() => continue,
+                batch = self.source.next_batch(max) => batch?,
+            };
+            let Some(batch) = batch else { break };
+            if records_in == 0 {
+                tracing::info!("first records read");
+            }
+            records_in += batch.records.len() as u64 + u64::from(batch.error.is_some());
+            let slot = batch.lane as usize % workers;
+            if pool[slot].is_none() {
+                pool[slot] = Some(self.start_worker(&stopped_tx)?);
+            }
+            let worker = pool[slot].as_ref().expect("started above");
+            for piece in split_at_bytes(batch, MAX_BATCH_BYTES) {
+                if worker.batches.send(piece).await.is_err() {
+                    break 'read; // the worker stopped: its result says why
+                }
+            }
+        }
+        let mut first_error = None;
+        for worker in pool.into_iter().flatten() {
+            drop(worker.batches);
+            match worker
+                .done
+                .await
+                .map_err(|e| anyhow!("a pipeline worker panicked: {e}"))?
+            {
+                Ok(()) => {}
+                Err(e) if e.is::<SinkClosed>() => {
+                    tracing::info!("the output was closed by its reader; stopping")
+                }
+                Err(e) => first_error = first_error.or(Some(e)),
+            }
+        }
+        // Positions are committed only for batches every worker acknowledged above.
+        let finished = self.source.finish().await;
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        finished?;
+        // Closing the endpoints (leaving a consumer group) follows when they are dropped.
+        tracing::info!("every output durable, source positions committed");
+        Ok(Stats::of(&self.metrics))
+    }
+
+    fn start_worker(&self, stopped: &watch::Sender<bool>) -> Result<Worker> {
+        let chain = self
+            .plugins
+            .iter()
+            .map(|slot| Stage::new(slot.clone()))
+            .collect::<Result<Vec<_>>>()?;
+        let sinks = worker::Sinks {
+            main: self.sink.fork()?,
+            outputs: self
+                .outputs
+                .iter()
+                .map(|(name, sink)| Ok((name.clone(), sink.fork()?)))
+                .collect::<Result<_>>()?,
+            dead_letters: self
+                .dead_letters
+                .as_ref()
+                .map(DeadLetters::fork)
+                .transpose()?,
+        };
+        let (batches, rx) = mpsc::channel(WORKER_QUEUE);
+        let (policy, stopped, metrics) = (self.policy, stopped.clone(), self.metrics.clone());
+        // Its log lines carry the pipeline's span.
+        let done = tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let result = worker::work(rx, chain, sinks, policy, &metrics).await;
+                stopped.send_replace(true);
+                result
+            },
+            tracing::Span::current(),
+        ));
+        Ok(Worker { batches, done })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn large_batches_are_cut_by_bytes_and_acked_once_at_the_end() {
+        let acks = Arc::new(AtomicUsize::new(0));
+        let counted = acks.clone();
+        let sizes = [300, 300, 500, 2000, 100, 100, 100];
+        let batch = SourceBatch {
+            records: sizes.iter().map(|&n| Record::new(vec![b'x'; n])).collect(),
+            error: Some(crate::connector::RecordError {
+                position: "line 8".into(),
+                message: "bad".into(),
+            }),
+            lane: 3,
+            ack: Some(Box::new(move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+            })),
+        };
+        let pieces = split_at_bytes(batch, 1000);
+        let lens: Vec<Vec<usize>> = pieces
+            .iter()
+            .map(|p| p.records.iter().map(|r| r.value.len()).collect())
+            .collect();
+        // In order; a record larger than the cap goes alone.
+        assert_eq!(
+            lens,
+            [vec![300, 300], vec![500], vec![2000], vec![100, 100, 100]]
+        );
+        assert!(pieces.iter().all(|p| p.lane == 3));
+        let (last, rest) = pieces.split_last().unwrap();
+        assert!(rest.iter().all(|p| p.ack.is_none() && p.error.is_none()));
+        assert_eq!(
+            last.error.as_ref().map(|e| e.position.as_str()),
+            Some("line 8")
+        );
+        let mut pieces = pieces;
+        (pieces.pop().unwrap().ack.unwrap())();
+        assert_eq!(acks.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn small_batches_are_left_whole() {
+        let batch = SourceBatch {
+            records: vec![Record::new(vec![0u8; 10]); 100],
+            ..Default::default()
+        };
+        let pieces = split_at_bytes(batch, 1000);
+        assert_eq!(pieces.len(), 1);
+        assert_eq!(pieces[0].records.len(), 100);
+    }
+}
