@@ -1,5 +1,7 @@
-//! The loopback HTTP endpoints: `--metrics ADDR` serves `GET /metrics` (Prometheus) and
-//! `GET /health`; `--admin ADDR` serves those and the admin API:
+//! The loopback HTTP endpoints: `--metrics ADDR` serves `GET /metrics` (Prometheus),
+//! `GET /health` (200 while every pipeline runs, else 503, with each pipeline's state) and
+//! `GET /ready` (200 once plugins are loaded and sources joined); `--admin ADDR` serves those
+//! and the admin API:
 //!
 //! - `GET /pipelines`: every plugin slot of every pipeline with its live version (sha256), load
 //!   time, status (live or probation), earlier versions kept for rollback and swap counters;
@@ -22,6 +24,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use sha2::{Digest, Sha256};
 
+use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::plugin::PluginSlot;
 
@@ -39,6 +42,7 @@ pub struct Routes {
     /// The admin API, on `--admin` only.
     pub admin: Option<Admin>,
     pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
 }
 
 /// Binds `addr` (loopback only; `flag` names the option in errors) and serves until the
@@ -89,6 +93,15 @@ fn json(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
     response
 }
 
+/// 200 when all is well, 503 otherwise (what load balancers and orchestrators act on).
+fn status_of(ok: bool) -> StatusCode {
+    if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
 fn error(status: StatusCode, message: impl std::fmt::Display) -> Response<Full<Bytes>> {
     json(status, serde_json::json!({ "error": message.to_string() }))
 }
@@ -113,14 +126,19 @@ async fn handle(routes: &Routes, req: Request<Incoming>) -> Response<Full<Bytes>
             return response;
         }
         (&Method::GET, ["health"]) => {
-            return json(StatusCode::OK, serde_json::json!({ "status": "ok" }))
+            let (healthy, body) = routes.health.report();
+            return json(status_of(healthy), body);
+        }
+        (&Method::GET, ["ready"]) => {
+            let (ready, body) = routes.health.readiness();
+            return json(status_of(ready), body);
         }
         _ => {}
     }
     let Some(admin) = &routes.admin else {
         return error(
             StatusCode::NOT_FOUND,
-            "unknown path: GET /metrics or GET /health",
+            "unknown path: GET /metrics, GET /health or GET /ready",
         );
     };
     match (&method, path.as_slice()) {

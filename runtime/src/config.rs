@@ -217,6 +217,18 @@ impl PipelineSpec {
         all
     }
 
+    /// The URIs of its endpoints (source, sink, named outputs, dead letters), for health.
+    pub fn endpoints(&self) -> Vec<&str> {
+        // No source: stdin or a source plugin, neither of which can be in trouble.
+        self.source
+            .as_deref()
+            .into_iter()
+            .chain([self.sink.as_str()])
+            .chain(self.outputs.iter().map(|(_, uri)| uri.as_str()))
+            .chain(self.dlq.as_deref())
+            .collect()
+    }
+
     /// Whether any plugin has a fuel limit (the engine then meters fuel).
     pub fn uses_fuel(&self) -> bool {
         self.fuel.is_some() || self.overrides.iter().any(|o| o.fuel.is_some())

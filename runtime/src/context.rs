@@ -8,11 +8,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::watch;
 
+use crate::health::Health;
+
 /// One run's shared state. Cheap to clone: every clone is the same run.
 #[derive(Clone)]
 pub struct Context {
     /// Figures the endpoints report, rendered by `/metrics`.
     pub endpoints: Arc<EndpointMetrics>,
+    /// Pipeline states and endpoint trouble, for `/health` and `/ready`.
+    pub health: Arc<Health>,
     stop: Arc<watch::Sender<bool>>,
     shared: Arc<Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>>,
 }
@@ -21,6 +25,7 @@ impl Default for Context {
     fn default() -> Self {
         Context {
             endpoints: Arc::default(),
+            health: Arc::default(),
             stop: Arc::new(watch::channel(false).0),
             shared: Arc::default(),
         }

@@ -8,6 +8,7 @@ pub mod context;
 pub mod failure;
 pub mod format;
 pub mod golden;
+pub mod health;
 pub mod metrics;
 pub mod pipeline;
 pub mod plugin;

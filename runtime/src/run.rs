@@ -11,6 +11,7 @@ use tracing::Instrument;
 use crate::config::{PipelineSpec, RunArgs};
 use crate::connector::{self, Source, SourceOptions};
 use crate::context::Context;
+use crate::health::State;
 use crate::pipeline::dead_letters::DeadLetters;
 use crate::pipeline::generator::PluginSource;
 use crate::pipeline::{Pipeline, Stats};
@@ -42,11 +43,15 @@ pub async fn run(args: RunArgs) -> Result<Vec<(String, Stats)>> {
     // Everything this run shares; a second run in the same process gets its own.
     let ctx = Context::default();
     let metrics = Arc::new(metrics::Metrics::new(ctx.endpoints.clone()));
+    for spec in &specs {
+        ctx.health.add_pipeline(&spec.name, &spec.endpoints());
+    }
     metrics.add_slots(&slots);
     if let Some(addr) = &args.metrics {
         let routes = admin::Routes {
             admin: None,
             metrics: metrics.clone(),
+            health: ctx.health.clone(),
         };
         admin::serve(addr, "--metrics", routes).await?;
     }
@@ -58,6 +63,7 @@ pub async fn run(args: RunArgs) -> Result<Vec<(String, Stats)>> {
         let routes = admin::Routes {
             admin: Some(admin),
             metrics: metrics.clone(),
+            health: ctx.health.clone(),
         };
         admin::serve(addr, "--admin", routes).await?;
     }
@@ -121,6 +127,9 @@ pub async fn run(args: RunArgs) -> Result<Vec<(String, Stats)>> {
             });
         }
         connector::seal(&ctx)?;
+        for spec in &specs {
+            ctx.health.set_state(&spec.name, State::Running);
+        }
         anyhow::Ok(pipelines)
     };
     let pipelines = tokio::select! {
@@ -135,12 +144,16 @@ pub async fn run(args: RunArgs) -> Result<Vec<(String, Stats)>> {
     let (failed, mut any_failed) = watch::channel(false);
     let stopper = {
         let ctx = ctx.clone();
+        let names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
         tokio::spawn(async move {
             tokio::select! {
                 _ = shutdown.wait_for(|s| *s) => {}
                 _ = any_failed.wait_for(|f| *f) => {}
             }
             ctx.stop();
+            for name in names {
+                ctx.health.set_state(&name, State::Draining);
+            }
         })
     };
     // A pipeline fed by an in-process topic ends when the topic's writers do, so what they
@@ -155,10 +168,18 @@ pub async fn run(args: RunArgs) -> Result<Vec<(String, Stats)>> {
         };
         let name = spec.name.clone();
         let failed = failed.clone();
+        let health = ctx.health.clone();
         let span = tracing::info_span!("pipeline", pipeline = %name);
         running.spawn(
             async move {
                 let result = pipeline.run(stop).await;
+                health.set_state(
+                    &name,
+                    match &result {
+                        Ok(_) => State::Done,
+                        Err(e) => State::Failed(format!("{e:#}")),
+                    },
+                );
                 match &result {
                     Ok(stats) => tracing::info!(
                         records_in = stats.records_in,

@@ -41,7 +41,7 @@ impl<R: AsyncRead + Unpin + Send> LineSource<R> {
 
     /// Takes the next complete line (or, at EOF, the unterminated rest) off the buffer.
     fn take_line(&mut self) -> Option<bytes::Bytes> {
-        match self.buf.iter().position(|&b| b == b'\n') {
+        match memchr::memchr(b'\n', &self.buf) {
             Some(i) => Some(self.buf.split_to(i + 1).freeze()),
             None if self.eof && !self.buf.is_empty() => Some(self.buf.split().freeze()),
             None => None,
@@ -69,7 +69,7 @@ impl<R: AsyncRead + Unpin + Send> LineSource<R> {
             }
             // Hand over what we have rather than wait for a full batch.
             if batch.records.len() == max
-                || (!batch.records.is_empty() && !self.buf.contains(&b'\n'))
+                || (!batch.records.is_empty() && memchr::memchr(b'\n', &self.buf).is_none())
             {
                 return Ok(Some(batch));
             }

@@ -143,11 +143,12 @@ impl PrivateServer {
             .env("AWS_SECRET_ACCESS_KEY", SECRET)
             .current_dir(self.dir.path())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.path().join("weed.log")).expect("weed log"))
             .spawn()
             .expect("weed starts");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Generous: on a busy 2-core machine (tests in parallel) weed takes a while to start.
+        let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             let ok = Command::new("curl")
                 .args([
@@ -175,8 +176,9 @@ impl PrivateServer {
             }
             assert!(
                 Instant::now() < deadline,
-                "private weed did not serve {}",
-                self.addr
+                "private weed did not serve {} within 90 s; its log:\n{}",
+                self.addr,
+                std::fs::read_to_string(self.dir.path().join("weed.log")).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(100));
         }

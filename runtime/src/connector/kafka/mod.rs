@@ -20,7 +20,8 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::ClientContext;
 
-use crate::context::EndpointMetrics;
+use crate::context::{Context, EndpointMetrics};
+use crate::health::Health;
 use queue::SplitQueues;
 
 pub use sink::KafkaSink;
@@ -32,15 +33,17 @@ pub use uri::{KafkaUri, CONSUMER_DEFAULTS, PRODUCER_DEFAULTS};
 pub struct KafkaContext {
     uri: String,
     metrics: Arc<EndpointMetrics>,
+    health: Arc<Health>,
     /// A source's partition queues, while its fetch queue lives.
     split: Mutex<Option<SplitQueues>>,
 }
 
 impl KafkaContext {
-    fn new(uri: &str, metrics: Arc<EndpointMetrics>) -> Self {
+    fn new(uri: &str, ctx: &Context) -> Self {
         KafkaContext {
             uri: uri.to_owned(),
-            metrics,
+            metrics: ctx.endpoints.clone(),
+            health: ctx.health.clone(),
             split: Mutex::new(None),
         }
     }
@@ -66,6 +69,14 @@ impl ClientContext for KafkaContext {
     /// librdkafka's statistics (every `statistics.interval.ms`): consumer lag per partition
     /// where the broker's high watermark is known, and produce retries.
     fn stats(&self, stats: rdkafka::Statistics) {
+        // A broker that answers again clears the trouble its errors reported.
+        if stats
+            .brokers
+            .values()
+            .any(|b| b.nodeid >= 0 && b.state == "UP")
+        {
+            self.health.recovered(&self.uri);
+        }
         if stats.client_type == "producer" {
             let retries = stats.brokers.values().map(|b| b.txretries).sum();
             self.metrics.set_kafka_produce_retries(&self.uri, retries);
@@ -97,6 +108,7 @@ impl ClientContext for KafkaContext {
     fn error(&self, error: KafkaError, reason: &str) {
         // Transport errors are retried by librdkafka with backoff: say so, don't stop.
         tracing::warn!(target: "kafka", uri = %self.uri, "{error}: {reason} (retrying)");
+        self.health.trouble(&self.uri, format!("{error}: {reason}"));
     }
 }
 
@@ -116,6 +128,7 @@ impl ConsumerContext for KafkaContext {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(partitions) = rebalance {
             self.forward(partitions, true);
+            self.health.waiting(&self.uri, None);
             tracing::info!(uri = %self.uri, partitions = ?partition_numbers(partitions), "partitions assigned");
         }
     }

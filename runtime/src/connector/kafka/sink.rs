@@ -16,6 +16,9 @@ use crate::connector::{BoxFuture, Rejected, Sink, Written};
 use crate::context::Context;
 use crate::record::Record;
 
+/// How long a batch's deliveries may wait before the broker counts as in trouble (health).
+const DELIVERY_STALLED: Duration = Duration::from_secs(1);
+
 /// Produces each record to a topic, keeping key, headers and timestamp.
 #[derive(Clone)]
 pub struct KafkaSink {
@@ -60,7 +63,7 @@ impl KafkaSink {
     pub async fn open(uri: &KafkaUri, ctx: &Context) -> Result<Self> {
         let producer: BaseProducer<KafkaContext> = uri
             .config(PRODUCER_DEFAULTS)
-            .create_with_context(KafkaContext::new(&uri.uri, ctx.endpoints.clone()))
+            .create_with_context(KafkaContext::new(&uri.uri, ctx))
             .with_context(|| format!("cannot create a Kafka producer for {}", uri.uri))?;
         let partitions = await_topic(producer.client(), uri).await?;
         tracing::info!(uri = %uri.uri, partitions, "producing");
@@ -138,13 +141,26 @@ impl KafkaSink {
         self.producer.poll(Duration::ZERO);
         let (uri, producer) = (self.uri.clone(), self.producer.clone());
         let durable = Box::pin(async move {
+            let waiting = std::time::Instant::now();
+            let mut stalled = false;
             while batch.remaining.load(Ordering::Acquire) > 0 {
                 producer.poll(Duration::ZERO);
                 if batch.remaining.load(Ordering::Acquire) == 0 {
                     break;
                 }
                 let _ = tokio::time::timeout(Duration::from_millis(1), batch.done.notified()).await;
+                // Deliveries take milliseconds; one that takes seconds means the broker is not
+                // answering (librdkafka retries until message.timeout.ms).
+                if !stalled && waiting.elapsed() > DELIVERY_STALLED {
+                    stalled = true;
+                    let left = batch.remaining.load(Ordering::Acquire);
+                    producer.context().health.trouble(
+                        &uri,
+                        format!("{left} deliveries not acknowledged after {DELIVERY_STALLED:?}"),
+                    );
+                }
             }
+            producer.context().health.recovered(&uri);
             let failure = batch
                 .failure
                 .lock()

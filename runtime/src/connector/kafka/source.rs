@@ -68,13 +68,15 @@ impl KafkaSource {
         let mut config = uri.config(CONSUMER_DEFAULTS);
         config.set("group.id", group);
         let consumer: BaseConsumer<KafkaContext> = config
-            .create_with_context(KafkaContext::new(&uri.uri, ctx.endpoints.clone()))
+            .create_with_context(KafkaContext::new(&uri.uri, ctx))
             .with_context(|| format!("cannot create a Kafka consumer for {}", uri.uri))?;
         let partitions = await_topic(consumer.client(), uri).await?;
         consumer
             .subscribe(&[&uri.topic])
             .with_context(|| format!("cannot subscribe to {}", uri.uri))?;
         tracing::info!(uri = %uri.uri, partitions, group, "consuming");
+        ctx.health
+            .waiting(&uri.uri, Some(&format!("joining consumer group `{group}`")));
 
         let consumer = Arc::new(consumer);
         let fetched = FetchQueue::split(&consumer, &uri.topic, partitions)?;
@@ -188,6 +190,7 @@ fn poll(
         // batch costs a plugin call and a few hand-offs, so tiny batches are expensive.
         let first = if n == 0 { 100 } else { 0 };
         if fetched.read(first, 1, &mut burst) == 1 {
+            consumer.context().health.recovered(&consumer.context().uri);
             fetched.read(POLL_LINGER_MS, max.saturating_sub(n + 1), &mut burst);
         }
         for m in &burst {

@@ -13,6 +13,7 @@ use super::{Format, ObjectUri};
 use crate::connector::{BoxFuture, Rejected, Sink, Written};
 use crate::context::Context;
 use crate::format::{jsonl, parquet as pq};
+use crate::health::Health;
 use crate::record::Record;
 
 /// The object name for records starting at `position`: key-safe characters only, and digit runs
@@ -64,6 +65,7 @@ struct SinkShared {
     /// Turns true when the run stops: objects are written at once instead of at their roll
     /// time, so pipelines waiting on them (through in-process topics) finish quickly.
     stopping: watch::Receiver<bool>,
+    health: Arc<Health>,
 }
 
 #[derive(Default)]
@@ -93,13 +95,14 @@ impl ObjectSink {
                     .map_err(|e| anyhow!("{}: schema {}: {e}", uri.display, path.display()))?
             }
         };
-        let op = uri.open(&ctx.endpoints).await?;
+        let op = uri.open(ctx).await?;
         let shared = Arc::new(SinkShared {
             uri: uri.clone(),
             op,
             columns: Mutex::new(columns),
             uploads: Semaphore::new(UPLOADS_PER_WORKER),
             stopping: ctx.stopping(),
+            health: ctx.health.clone(),
         });
         Ok(Self::with(shared))
     }
@@ -189,6 +192,7 @@ async fn upload(shared: Arc<SinkShared>, p: Pending) {
         };
         written.map_err(|e| shared.uri.explain(e, &format!("write {key}")).to_string())?;
         tracing::info!(uri = %shared.uri.display, key, records = p.records, bytes = size, "object written");
+        shared.health.recovered(&shared.uri.display);
         Ok::<_, String>(())
     }
     .await;

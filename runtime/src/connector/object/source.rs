@@ -15,6 +15,7 @@ use super::{Format, ObjectUri};
 use crate::connector::{BoxFuture, RecordError, Source, SourceBatch};
 use crate::context::Context;
 use crate::format::{jsonl, parquet as pq};
+use crate::health::Health;
 use crate::record::Record;
 
 enum Rows {
@@ -37,6 +38,7 @@ struct OpenObject {
 
 pub struct ObjectSource {
     uri: ObjectUri,
+    health: Arc<Health>,
     op: Operator,
     tracker: Arc<Tracker>,
     queue: VecDeque<String>,
@@ -56,7 +58,7 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 impl ObjectSource {
     pub async fn open(uri: &ObjectUri, state: Option<PathBuf>, ctx: &Context) -> Result<Self> {
-        let op = uri.open(&ctx.endpoints).await?;
+        let op = uri.open(ctx).await?;
         let store = match state {
             Some(path) => ProgressStore::File(path),
             None => ProgressStore::Object {
@@ -82,6 +84,7 @@ impl ObjectSource {
         });
         Ok(ObjectSource {
             uri: uri.clone(),
+            health: ctx.health.clone(),
             op,
             tracker,
             queue: VecDeque::new(),
@@ -105,6 +108,7 @@ impl ObjectSource {
             .recursive(true)
             .await
             .map_err(|e| self.uri.explain(e, "list"))?;
+        self.health.recovered(&self.uri.display);
         let done = &self
             .tracker
             .progress
@@ -209,10 +213,7 @@ impl OpenObject {
                         self.rows = None;
                         return;
                     }
-                    let end = data[*at..]
-                        .iter()
-                        .position(|&b| b == b'\n')
-                        .map_or(data.len(), |n| *at + n);
+                    let end = memchr::memchr(b'\n', &data[*at..]).map_or(data.len(), |n| *at + n);
                     let text = data.slice(*at..end);
                     *at = end + 1;
                     *line += 1;

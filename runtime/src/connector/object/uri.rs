@@ -5,13 +5,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 use opendal::layers::{RetryInterceptor, RetryLayer};
 use opendal::{ErrorKind, Operator};
 
 use super::{one_line, Format};
 use crate::connector::uri::Query;
-use crate::context::EndpointMetrics;
+use crate::context::{Context, EndpointMetrics};
+use crate::health::Health;
 
 /// `s3://BUCKET/PREFIX?...` or `file://DIR?...`, parsed.
 #[derive(Debug, Clone)]
@@ -144,7 +145,7 @@ impl ObjectUri {
 
     /// An operator with retries (bounded exponential backoff, logged); fails if the bucket or
     /// directory cannot be reached or read.
-    pub(super) async fn open(&self, metrics: &Arc<EndpointMetrics>) -> Result<Operator> {
+    pub(super) async fn open(&self, ctx: &Context) -> Result<Operator> {
         let op = match &self.store {
             Store::S3 {
                 bucket,
@@ -201,7 +202,8 @@ impl ObjectUri {
                 .with_max_times(10)
                 .with_notify(LogRetry {
                     uri: display,
-                    metrics: metrics.clone(),
+                    metrics: ctx.endpoints.clone(),
+                    health: ctx.health.clone(),
                 }),
         );
         match op.list_with(&self.list_root()).limit(1).await {
@@ -241,11 +243,13 @@ impl ObjectUri {
 struct LogRetry {
     uri: String,
     metrics: Arc<EndpointMetrics>,
+    health: Arc<Health>,
 }
 
 impl RetryInterceptor for LogRetry {
     fn intercept(&self, err: &opendal::Error, dur: Duration) {
         self.metrics.count_store_retry(&self.uri);
+        self.health.trouble(&self.uri, one_line(err));
         tracing::warn!(uri = %self.uri, "object store: {}; retrying in {:.1}s", one_line(err), dur.as_secs_f64());
     }
 }

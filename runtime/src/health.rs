@@ -1,0 +1,249 @@
+//! What `/health` and `/ready` answer: each pipeline's state (starting, running, retrying,
+//! draining, failed, done) with the reason and since when. Pipelines set their own state;
+//! endpoints report trouble (a broker or store not answering, deliveries not acknowledged) by
+//! their URI, and a running pipeline is `retrying` while one of its endpoints has been in
+//! trouble for longer than [`RETRYING_AFTER`].
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+/// How long an endpoint's trouble lasts before its pipelines count as retrying: a single retry
+/// or a slow answer is not unhealthy.
+pub const RETRYING_AFTER: Duration = Duration::from_secs(5);
+
+/// A pipeline's own state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// Loading plugins and opening endpoints.
+    Starting,
+    Running,
+    /// Stopping: finishing what it read.
+    Draining,
+    Failed(String),
+    Done,
+}
+
+impl State {
+    fn name(&self) -> &'static str {
+        match self {
+            State::Starting => "starting",
+            State::Running => "running",
+            State::Draining => "draining",
+            State::Failed(_) => "failed",
+            State::Done => "done",
+        }
+    }
+}
+
+struct Since<T> {
+    value: T,
+    at: Instant,
+    unix_ms: u128,
+}
+
+impl<T> Since<T> {
+    fn now(value: T) -> Self {
+        Since {
+            value,
+            at: Instant::now(),
+            unix_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis()),
+        }
+    }
+}
+
+struct Pipeline {
+    state: Since<State>,
+    /// Its endpoints, as [`endpoint_name`] gives them.
+    endpoints: Vec<String>,
+}
+
+/// One run's health.
+#[derive(Default)]
+pub struct Health {
+    pipelines: Mutex<BTreeMap<String, Pipeline>>,
+    /// Endpoints in trouble: what is wrong, since when.
+    trouble: Mutex<BTreeMap<String, Since<String>>>,
+    /// Endpoints not ready yet (a consumer group not joined).
+    waiting: Mutex<BTreeMap<String, String>>,
+}
+
+/// An endpoint URI as health names it: without its query string (which may hold credentials).
+pub fn endpoint_name(uri: &str) -> String {
+    uri.split('?').next().unwrap_or(uri).to_owned()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Health {
+    /// Registers a pipeline (state `starting`) with the URIs of its endpoints.
+    pub fn add_pipeline(&self, name: &str, endpoints: &[&str]) {
+        lock(&self.pipelines).insert(
+            name.to_owned(),
+            Pipeline {
+                state: Since::now(State::Starting),
+                endpoints: endpoints.iter().map(|u| endpoint_name(u)).collect(),
+            },
+        );
+    }
+
+    pub fn set_state(&self, pipeline: &str, state: State) {
+        if let Some(p) = lock(&self.pipelines).get_mut(pipeline) {
+            if p.state.value != state {
+                p.state = Since::now(state);
+            }
+        }
+    }
+
+    /// The endpoint at `uri` is not answering as it should (kept from the first report on).
+    pub fn trouble(&self, uri: &str, reason: impl Into<String>) {
+        let reason = reason.into();
+        let mut trouble = lock(&self.trouble);
+        match trouble.get_mut(&endpoint_name(uri)) {
+            Some(t) => t.value = reason,
+            None => {
+                trouble.insert(endpoint_name(uri), Since::now(reason));
+            }
+        }
+    }
+
+    /// The endpoint at `uri` works again.
+    pub fn recovered(&self, uri: &str) {
+        let name = endpoint_name(uri);
+        // Cheap when there is nothing to clear: endpoints call this on every success.
+        let mut trouble = lock(&self.trouble);
+        if trouble.remove(&name).is_some() {
+            tracing::info!(endpoint = %name, "endpoint answers again");
+        }
+    }
+
+    /// The endpoint at `uri` is not ready (`Some(why)`) or is (`None`).
+    pub fn waiting(&self, uri: &str, why: Option<&str>) {
+        let mut waiting = lock(&self.waiting);
+        match why {
+            Some(why) => waiting.insert(endpoint_name(uri), why.to_owned()),
+            None => waiting.remove(&endpoint_name(uri)),
+        };
+    }
+
+    /// `/health`: whether every pipeline runs, and each pipeline's state.
+    pub fn report(&self) -> (bool, Value) {
+        let pipelines = lock(&self.pipelines);
+        let trouble = lock(&self.trouble);
+        let mut healthy = !pipelines.is_empty();
+        let mut listed = Vec::new();
+        for (name, p) in pipelines.iter() {
+            let mut entry = json!({
+                "name": name,
+                "state": p.state.value.name(),
+                "since_ms": p.state.unix_ms as u64,
+            });
+            if let State::Failed(reason) = &p.state.value {
+                entry["reason"] = json!(reason);
+            }
+            if p.state.value == State::Running {
+                let stuck = p.endpoints.iter().find_map(|e| {
+                    let t = trouble.get(e)?;
+                    (t.at.elapsed() >= RETRYING_AFTER).then_some((e, t))
+                });
+                if let Some((endpoint, t)) = stuck {
+                    entry["state"] = json!("retrying");
+                    entry["endpoint"] = json!(endpoint);
+                    entry["reason"] = json!(t.value);
+                    entry["since_ms"] = json!(t.unix_ms as u64);
+                }
+            }
+            healthy &= entry["state"] == "running";
+            listed.push(entry);
+        }
+        let status = if healthy { "ok" } else { "unhealthy" };
+        (healthy, json!({ "status": status, "pipelines": listed }))
+    }
+
+    /// `/ready`: every pipeline has loaded its plugins and opened its endpoints, and none waits
+    /// on an endpoint (a consumer group it has not joined yet).
+    pub fn readiness(&self) -> (bool, Value) {
+        let pipelines = lock(&self.pipelines);
+        let waiting = lock(&self.waiting);
+        let mut ready = !pipelines.is_empty();
+        let mut listed = Vec::new();
+        for (name, p) in pipelines.iter() {
+            let waits = p
+                .endpoints
+                .iter()
+                .find_map(|e| waiting.get(e).map(|why| (e, why)));
+            let mut entry = json!({ "name": name, "ready": p.state.value != State::Starting && waits.is_none() });
+            if let Some((endpoint, why)) = waits {
+                entry["endpoint"] = json!(endpoint);
+                entry["reason"] = json!(why);
+            }
+            ready &= entry["ready"] == true;
+            listed.push(entry);
+        }
+        (ready, json!({ "ready": ready, "pipelines": listed }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pipeline_is_healthy_only_while_it_runs_without_lasting_trouble() {
+        let h = Health::default();
+        assert!(!h.report().0, "no pipelines is not healthy");
+        h.add_pipeline(
+            "p",
+            &["kafka://b:1/in?group=g", "s3://bucket/out?endpoint=x"],
+        );
+        let (ok, body) = h.report();
+        assert!(!ok);
+        assert_eq!(body["pipelines"][0]["state"], "starting");
+        h.set_state("p", State::Running);
+        assert!(h.report().0);
+        // Fresh trouble is not yet unhealthy; lasting trouble is, naming the endpoint.
+        h.trouble(
+            "s3://bucket/out?endpoint=x&secret_access_key=s",
+            "connection refused",
+        );
+        assert!(h.report().0);
+        lock(&h.trouble).get_mut("s3://bucket/out").unwrap().at -= RETRYING_AFTER;
+        let (ok, body) = h.report();
+        assert!(!ok);
+        let p = &body["pipelines"][0];
+        assert_eq!(
+            (&p["state"], &p["endpoint"], &p["reason"]),
+            (
+                &json!("retrying"),
+                &json!("s3://bucket/out"),
+                &json!("connection refused")
+            )
+        );
+        h.recovered("s3://bucket/out");
+        assert!(h.report().0);
+        h.set_state("p", State::Failed("boom".into()));
+        let (ok, body) = h.report();
+        assert!(!ok);
+        assert_eq!(body["pipelines"][0]["reason"], "boom");
+    }
+
+    #[test]
+    fn ready_once_started_and_no_endpoint_waits() {
+        let h = Health::default();
+        h.add_pipeline("p", &["kafka://b:1/in?group=g"]);
+        assert!(!h.readiness().0);
+        h.set_state("p", State::Running);
+        h.waiting("kafka://b:1/in", Some("joining consumer group g"));
+        let (ready, body) = h.readiness();
+        assert!(!ready);
+        assert_eq!(body["pipelines"][0]["endpoint"], "kafka://b:1/in");
+        h.waiting("kafka://b:1/in?group=g", None);
+        assert!(h.readiness().0);
+    }
+}
