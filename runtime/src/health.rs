@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 /// How long an endpoint's trouble lasts before its pipelines count as retrying: a single retry
 /// or a slow answer is not unhealthy.
-pub const RETRYING_AFTER: Duration = Duration::from_secs(5);
+pub(crate) const RETRYING_AFTER: Duration = Duration::from_secs(5);
 
 /// A pipeline's own state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,14 +66,24 @@ struct Pipeline {
 #[derive(Default)]
 pub struct Health {
     pipelines: Mutex<BTreeMap<String, Pipeline>>,
-    /// Endpoints in trouble: what is wrong, since when.
-    trouble: Mutex<BTreeMap<String, Since<String>>>,
+    /// Endpoints in trouble, by endpoint and cause: what is wrong, since when. Causes clear
+    /// separately: a broker connection that is up again says nothing of deliveries it owes.
+    trouble: Mutex<BTreeMap<(String, Cause), Since<String>>>,
     /// Endpoints not ready yet (a consumer group not joined).
     waiting: Mutex<BTreeMap<String, String>>,
 }
 
+/// What kind of trouble an endpoint reports, so each clears on its own evidence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Cause {
+    /// The server does not answer (connection errors, retried requests).
+    Unreachable,
+    /// Records written are not acknowledged in time.
+    Unacknowledged,
+}
+
 /// An endpoint URI as health names it: without its query string (which may hold credentials).
-pub fn endpoint_name(uri: &str) -> String {
+pub(crate) fn endpoint_name(uri: &str) -> String {
     uri.split('?').next().unwrap_or(uri).to_owned()
 }
 
@@ -101,25 +111,30 @@ impl Health {
         }
     }
 
-    /// The endpoint at `uri` is not answering as it should (kept from the first report on).
-    pub fn trouble(&self, uri: &str, reason: impl Into<String>) {
+    /// The endpoint at `uri` is in trouble for `cause` (kept from the first report on).
+    pub fn trouble(&self, uri: &str, cause: Cause, reason: impl Into<String>) {
         let reason = reason.into();
         let mut trouble = lock(&self.trouble);
-        match trouble.get_mut(&endpoint_name(uri)) {
+        match trouble.get_mut(&(endpoint_name(uri), cause)) {
             Some(t) => t.value = reason,
             None => {
-                trouble.insert(endpoint_name(uri), Since::now(reason));
+                trouble.insert((endpoint_name(uri), cause), Since::now(reason));
             }
         }
     }
 
-    /// The endpoint at `uri` works again.
-    pub fn recovered(&self, uri: &str) {
-        let name = endpoint_name(uri);
-        // Cheap when there is nothing to clear: endpoints call this on every success.
+    /// The endpoint at `uri` shows that `causes` are over.
+    pub fn recovered(&self, uri: &str, causes: &[Cause]) {
         let mut trouble = lock(&self.trouble);
-        if trouble.remove(&name).is_some() {
-            tracing::info!(endpoint = %name, "endpoint answers again");
+        // Cheap when there is nothing to clear: endpoints call this on every success.
+        if trouble.is_empty() {
+            return;
+        }
+        let name = endpoint_name(uri);
+        for &cause in causes {
+            if trouble.remove(&(name.clone(), cause)).is_some() {
+                tracing::info!(endpoint = %name, ?cause, "endpoint recovered");
+            }
         }
     }
 
@@ -148,10 +163,10 @@ impl Health {
                 entry["reason"] = json!(reason);
             }
             if p.state.value == State::Running {
-                let stuck = p.endpoints.iter().find_map(|e| {
-                    let t = trouble.get(e)?;
-                    (t.at.elapsed() >= RETRYING_AFTER).then_some((e, t))
+                let stuck = trouble.iter().find(|((e, _), t)| {
+                    p.endpoints.contains(e) && t.at.elapsed() >= RETRYING_AFTER
                 });
+                let stuck = stuck.map(|((e, _), t)| (e, t));
                 if let Some((endpoint, t)) = stuck {
                     entry["state"] = json!("retrying");
                     entry["endpoint"] = json!(endpoint);
@@ -210,10 +225,12 @@ mod tests {
         // Fresh trouble is not yet unhealthy; lasting trouble is, naming the endpoint.
         h.trouble(
             "s3://bucket/out?endpoint=x&secret_access_key=s",
+            Cause::Unreachable,
             "connection refused",
         );
         assert!(h.report().0);
-        lock(&h.trouble).get_mut("s3://bucket/out").unwrap().at -= RETRYING_AFTER;
+        let key = ("s3://bucket/out".to_owned(), Cause::Unreachable);
+        lock(&h.trouble).get_mut(&key).unwrap().at -= RETRYING_AFTER;
         let (ok, body) = h.report();
         assert!(!ok);
         let p = &body["pipelines"][0];
@@ -225,7 +242,10 @@ mod tests {
                 &json!("connection refused")
             )
         );
-        h.recovered("s3://bucket/out");
+        // Only the evidence for that cause clears it.
+        h.recovered("s3://bucket/out", &[Cause::Unacknowledged]);
+        assert!(!h.report().0);
+        h.recovered("s3://bucket/out", &[Cause::Unreachable]);
         assert!(h.report().0);
         h.set_state("p", State::Failed("boom".into()));
         let (ok, body) = h.report();

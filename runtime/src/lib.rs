@@ -4,17 +4,18 @@
 pub mod admin;
 pub mod config;
 pub mod connector;
-pub mod context;
+pub(crate) mod context;
 pub mod failure;
 pub mod format;
 pub mod golden;
-pub mod health;
-pub mod metrics;
-pub mod pipeline;
+pub(crate) mod health;
+pub(crate) mod metrics;
+pub(crate) mod pipeline;
 pub mod plugin;
 pub mod record;
 mod run;
 pub mod scaffold;
 
+pub use pipeline::Stats;
 pub use plugin::inspect::inspect;
 pub use run::run;

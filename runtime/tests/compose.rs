@@ -114,15 +114,24 @@ fn compose_runs_the_stack_against_kafka_and_minio() {
         let image = from.split_whitespace().next().unwrap();
         assert!(pinned(image), "Dockerfile: {image} is not pinned");
     }
+    assert!(
+        dockerfile.contains(" /app/target/wasm32-wasip2/release/\n"),
+        "Dockerfile does not put the plugins in /app/target/wasm32-wasip2/release/"
+    );
     for plugin in ["mock", "producer", "enrich"] {
         let built = format!("target/wasm32-wasip2/release/{plugin}.wasm");
         assert!(
             dockerfile.contains(&format!("-p {plugin}")),
             "Dockerfile does not build {plugin}"
         );
+        // The image copies the plugin where the stack file (in /app/examples) looks for it.
         assert!(
-            dockerfile.contains(&format!("/app/{}", "target/wasm32-wasip2/release/"))
-                && repo("examples/stack.toml").contains(&format!("../{built}"))
+            dockerfile.contains(&format!("/src/{built}")),
+            "Dockerfile does not copy {built}"
+        );
+        assert!(
+            repo("examples/stack.toml").contains(&format!("../{built}")),
+            "examples/stack.toml does not load {built}"
         );
     }
 }

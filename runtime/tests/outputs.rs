@@ -85,12 +85,11 @@ fn router(source: &str, sink: &str, rejected: &str, log: &Path) -> std::process:
     )
 }
 
-/// Fills `topic` with `n` mock sessions (at a pace, so a consumer is mid-stream for a while)
-/// and returns their session ids.
-fn fill(b: &str, topic: &str, n: usize, dir: &Path) -> HashSet<String> {
+/// Starts writing `n` mock sessions into `topic` at 10 000 a second, so that a router started
+/// beside it is mid-stream for several seconds.
+fn feed(b: &str, topic: &str, n: usize, dir: &Path) -> std::process::Child {
     let mock = plugin("mock");
-    let log = dir.join("gen.log");
-    let mut generator = spawn(
+    spawn(
         &[
             "run",
             "--plugin",
@@ -98,15 +97,26 @@ fn fill(b: &str, topic: &str, n: usize, dir: &Path) -> HashSet<String> {
             "--sink",
             &sink_uri(b, topic),
             "--rate",
-            "20000",
+            "10000",
             "--count",
             &n.to_string(),
             "--set",
             "seed=21",
         ],
-        &log,
-    );
-    assert!(wait_exit(&mut generator, Duration::from_secs(90), &log).success());
+        &dir.join("gen.log"),
+    )
+}
+
+/// Waits for the feed to end; returns the session ids it wrote.
+fn fed(
+    b: &str,
+    topic: &str,
+    n: usize,
+    mut feed: std::process::Child,
+    dir: &Path,
+) -> HashSet<String> {
+    let log = dir.join("gen.log");
+    assert!(wait_exit(&mut feed, Duration::from_secs(90), &log).success());
     let read = read_topic(b, topic, n, Duration::from_secs(1), Duration::from_secs(60));
     let ids: HashSet<String> = session_counts(&read).into_keys().collect();
     assert_eq!(ids.len(), n);
@@ -160,8 +170,8 @@ fn rejected_sessions_get_their_own_topic_and_a_kill_9_loses_nothing() {
         create_topic(&b, t, 4);
     }
     let dir = tempfile::tempdir().unwrap();
-    let n = 60_000;
-    let ids = fill(&b, &input, n, dir.path());
+    let n = 100_000;
+    let generator = feed(&b, &input, n, dir.path());
     let source = source_uri(&b, &input, &unique("router"));
     let mut second = kill_9_once(
         &source,
@@ -169,6 +179,7 @@ fn rejected_sessions_get_their_own_topic_and_a_kill_9_loses_nothing() {
         &sink_uri(&b, &rejected),
         dir.path(),
     );
+    let ids = fed(&b, &input, n, generator, dir.path());
     // Both topics together hold every session once the router has caught up.
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     let (ok, rej) = loop {
@@ -231,8 +242,8 @@ fn rejected_sessions_get_their_own_prefix_and_a_kill_9_loses_nothing() {
     let input = unique("outb-in");
     create_topic(&b, &input, 4);
     let dir = tempfile::tempdir().unwrap();
-    let n = 40_000;
-    let ids = fill(&b, &input, n, dir.path());
+    let n = 60_000;
+    let generator = feed(&b, &input, n, dir.path());
     let prefix = unique("routed");
     let (ok_prefix, rej_prefix) = (format!("{prefix}/accepted"), format!("{prefix}/rejected"));
     let bucket = |p: &str| s3::uri(&server, p, "format=parquet&roll=1s");
@@ -242,6 +253,7 @@ fn rejected_sessions_get_their_own_prefix_and_a_kill_9_loses_nothing() {
         &bucket(&rej_prefix),
         dir.path(),
     );
+    let ids = fed(&b, &input, n, generator, dir.path());
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     let (ok, rej) = loop {
         std::thread::sleep(Duration::from_secs(2));

@@ -16,7 +16,7 @@ use crate::record::Record;
 /// A record a plugin routes to one of the pipeline's named `outputs` leaves the chain there and
 /// is returned with its `output` set (after the records for the main sink); one routed to a
 /// name the pipeline lacks is that record's failure.
-pub fn run_chain(
+pub(crate) fn run_chain(
     stages: &mut [Stage],
     mut records: Vec<Record>,
     policy: ErrorPolicy,

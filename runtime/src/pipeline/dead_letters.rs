@@ -14,14 +14,14 @@ use crate::connector::{Sink, Written};
 use crate::failure::Failure;
 use crate::record::Record;
 
-pub const PIPELINE: &str = "sluice-pipeline";
-pub const PLUGIN: &str = "sluice-plugin";
-pub const VERSION: &str = "sluice-plugin-version";
-pub const ERROR: &str = "sluice-error";
-pub const POSITION: &str = "sluice-position";
-pub const TIME: &str = "sluice-failed-at-ms";
+pub(crate) const PIPELINE: &str = "sluice-pipeline";
+pub(crate) const PLUGIN: &str = "sluice-plugin";
+pub(crate) const VERSION: &str = "sluice-plugin-version";
+pub(crate) const ERROR: &str = "sluice-error";
+pub(crate) const POSITION: &str = "sluice-position";
+pub(crate) const TIME: &str = "sluice-failed-at-ms";
 
-pub struct DeadLetters {
+pub(crate) struct DeadLetters {
     pipeline: Arc<str>,
     sink: Box<dyn Sink>,
     /// The sink keeps values only (not Kafka): wrap each dead letter in a JSON envelope.
@@ -30,7 +30,7 @@ pub struct DeadLetters {
 
 impl DeadLetters {
     /// Dead letters of `pipeline`, written to `sink`.
-    pub fn new(pipeline: &str, sink: Box<dyn Sink>) -> Self {
+    pub(crate) fn new(pipeline: &str, sink: Box<dyn Sink>) -> Self {
         let envelope = !sink.keeps_headers();
         DeadLetters {
             pipeline: pipeline.into(),
@@ -39,7 +39,7 @@ impl DeadLetters {
         }
     }
 
-    pub fn fork(&self) -> Result<DeadLetters> {
+    pub(crate) fn fork(&self) -> Result<DeadLetters> {
         Ok(DeadLetters {
             pipeline: self.pipeline.clone(),
             sink: self.sink.fork()?,
@@ -48,13 +48,17 @@ impl DeadLetters {
     }
 
     /// See [`Sink::max_unacked_batches`].
-    pub fn max_unacked_batches(&self) -> usize {
+    pub(crate) fn max_unacked_batches(&self) -> usize {
         self.sink.max_unacked_batches()
     }
 
     /// Writes the inputs behind `failures` (found in `inputs` by position; an input that never
     /// decoded becomes an empty value) as dead letters.
-    pub async fn write(&mut self, failures: &[Failure], inputs: &[Record]) -> Result<Written> {
+    pub(crate) async fn write(
+        &mut self,
+        failures: &[Failure],
+        inputs: &[Record],
+    ) -> Result<Written> {
         let by_position: HashMap<&str, &Record> =
             inputs.iter().map(|r| (r.position(), r)).collect();
         let now = SystemTime::now()

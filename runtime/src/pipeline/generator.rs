@@ -10,7 +10,7 @@ use crate::plugin::SourceInstance;
 
 /// A token bucket: `rate` records per second, handed out in batches worth about 10 ms.
 #[derive(Debug)]
-pub struct Pacer {
+pub(crate) struct Pacer {
     rate: f64,
     tokens: f64,
     last: Instant,
@@ -18,7 +18,7 @@ pub struct Pacer {
 
 impl Pacer {
     /// `rate` records per second; 0 means no limit.
-    pub fn new(rate: f64, now: Instant) -> Self {
+    pub(crate) fn new(rate: f64, now: Instant) -> Self {
         Pacer {
             rate,
             tokens: 0.0,
@@ -27,7 +27,7 @@ impl Pacer {
     }
 
     /// How many records may go now (at most `max`), or how long to wait before asking again.
-    pub fn grant(&mut self, now: Instant, max: u32) -> Result<u32, Duration> {
+    pub(crate) fn grant(&mut self, now: Instant, max: u32) -> Result<u32, Duration> {
         if self.rate <= 0.0 {
             return Ok(max);
         }
@@ -46,13 +46,13 @@ impl Pacer {
     }
 
     /// Gives back tokens a source did not use.
-    pub fn refund(&mut self, n: u32) {
+    pub(crate) fn refund(&mut self, n: u32) {
         self.tokens += f64::from(n);
     }
 }
 
 /// Pulls records from a source plugin.
-pub struct PluginSource {
+pub(crate) struct PluginSource {
     instance: SourceInstance,
     pacer: Pacer,
     seq: u64,
@@ -65,7 +65,7 @@ pub struct PluginSource {
 const IDLE_WAIT: Duration = Duration::from_millis(10);
 
 impl PluginSource {
-    pub fn new(instance: SourceInstance, rate: f64) -> Self {
+    pub(crate) fn new(instance: SourceInstance, rate: f64) -> Self {
         PluginSource {
             instance,
             pacer: Pacer::new(rate, Instant::now()),

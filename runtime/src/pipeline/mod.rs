@@ -5,8 +5,8 @@
 //! isolation) into the sinks and acknowledges it once durable; `dead_letters` writes failures.
 
 mod chain;
-pub mod dead_letters;
-pub mod generator;
+pub(crate) mod dead_letters;
+pub(crate) mod generator;
 mod worker;
 
 use std::sync::atomic::Ordering::Relaxed;
@@ -23,7 +23,7 @@ use crate::plugin::{PluginSlot, Stage};
 use crate::record::Record;
 use dead_letters::DeadLetters;
 
-pub use chain::run_chain;
+pub(crate) use chain::run_chain;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Stats {
@@ -46,7 +46,7 @@ impl Stats {
     }
 }
 
-pub struct Pipeline {
+pub(crate) struct Pipeline {
     pub source: Box<dyn Source>,
     /// The transform chain; every worker gets its own instances (its own Stores) of each
     /// slot's live version, and cuts over to a new one at a batch boundary.
@@ -157,7 +157,7 @@ impl Pipeline {
     /// Runs until the source ends, `count` records were read, the sink's reader goes away, a
     /// record fails under `fail`, or `shutdown` turns true. Batches already read are finished,
     /// their outputs made durable and their source positions acknowledged before it returns.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<Stats> {
+    pub(crate) async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<Stats> {
         let workers = self.workers.max(1);
         let _progress = self
             .progress_every

@@ -4,14 +4,14 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-pub mod transform {
+pub(super) mod transform {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "sluice:plugin/transform",
     });
 }
 
-pub mod source {
+pub(super) mod source {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "sluice:plugin/source",
@@ -19,7 +19,7 @@ pub mod source {
     });
 }
 
-pub use transform::sluice::plugin::host;
+pub(super) use transform::sluice::plugin::host;
 
 /// What a plugin's `Store` holds: its WASI context (no files, network or environment), its
 /// memory limit and a buffer of what it wrote to stderr (a panic message, for error reports).

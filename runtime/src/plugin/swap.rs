@@ -15,7 +15,7 @@ use anyhow::{anyhow, Result};
 use super::{Limits, Plugin, PluginEngine, TransformInstance, World};
 
 /// Previous versions kept loadable for rollback.
-pub const HISTORY: usize = 4;
+pub(super) const HISTORY: usize = 4;
 
 /// When a freshly swapped-in version is rolled back by itself.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -97,8 +97,6 @@ pub struct PluginSlot {
     pub index: usize,
     /// The file the pipeline names: watched with --watch, reloaded on SIGHUP.
     pub configured: Mutex<PathBuf>,
-    /// The file the live version was loaded from.
-    pub path: Mutex<PathBuf>,
     engine: Arc<PluginEngine>,
     settings: Mutex<Vec<(String, String)>>,
     limits: Limits,
@@ -139,7 +137,6 @@ impl PluginSlot {
             pipeline: pipeline.to_owned(),
             index,
             configured: Mutex::new(plugin.compiled.path.clone()),
-            path: Mutex::new(plugin.compiled.path.clone()),
             limits: plugin.limits,
             engine,
             settings: Mutex::new(settings),
@@ -223,9 +220,6 @@ impl PluginSlot {
             });
             self.generation.fetch_add(1, Ordering::AcqRel);
         }
-        if let Ok(mut p) = self.path.lock() {
-            *p = path.to_owned();
-        }
         self.counters().swaps += 1;
         tracing::info!(pipeline = %self.pipeline, slot = self.index, plugin = %version.plugin.name, sha256 = %version.plugin.compiled.sha256, origin, "swapped in a new version");
         Ok(version)
@@ -240,9 +234,6 @@ impl PluginSlot {
         state.probation = None;
         self.generation.fetch_add(1, Ordering::AcqRel);
         drop(state);
-        if let Ok(mut p) = self.path.lock() {
-            p.clone_from(&previous.plugin.compiled.path);
-        }
         self.counters().rollbacks += 1;
         tracing::warn!(pipeline = %self.pipeline, slot = self.index, from = %bad.plugin.compiled.sha256, to = %previous.plugin.compiled.sha256, "rolled back: {why}");
         Some(previous)
@@ -392,7 +383,7 @@ impl PluginSlot {
 
 /// How often --watch looks at plugin files, and how long a changed file must stay unchanged
 /// before it is loaded (a file being written keeps changing).
-pub const WATCH_EVERY: Duration = Duration::from_millis(200);
+pub(super) const WATCH_EVERY: Duration = Duration::from_millis(200);
 const SETTLE_POLLS: u32 = 2;
 
 /// --watch: swaps in a new version whenever a slot's file changes (in place or by rename) and

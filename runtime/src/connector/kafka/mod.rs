@@ -21,7 +21,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::ClientContext;
 
 use crate::context::{Context, EndpointMetrics};
-use crate::health::Health;
+use crate::health::{Cause, Health};
 use queue::SplitQueues;
 
 pub use sink::KafkaSink;
@@ -75,7 +75,7 @@ impl ClientContext for KafkaContext {
             .values()
             .any(|b| b.nodeid >= 0 && b.state == "UP")
         {
-            self.health.recovered(&self.uri);
+            self.health.recovered(&self.uri, &[Cause::Unreachable]);
         }
         if stats.client_type == "producer" {
             let retries = stats.brokers.values().map(|b| b.txretries).sum();
@@ -108,7 +108,8 @@ impl ClientContext for KafkaContext {
     fn error(&self, error: KafkaError, reason: &str) {
         // Transport errors are retried by librdkafka with backoff: say so, don't stop.
         tracing::warn!(target: "kafka", uri = %self.uri, "{error}: {reason} (retrying)");
-        self.health.trouble(&self.uri, format!("{error}: {reason}"));
+        self.health
+            .trouble(&self.uri, Cause::Unreachable, format!("{error}: {reason}"));
     }
 }
 

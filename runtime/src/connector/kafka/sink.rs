@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 use super::{await_topic, KafkaContext, KafkaUri, PRODUCER_DEFAULTS};
 use crate::connector::{BoxFuture, Rejected, Sink, Written};
 use crate::context::Context;
+use crate::health::Cause;
 use crate::record::Record;
 
 /// How long a batch's deliveries may wait before the broker counts as in trouble (health).
@@ -156,11 +157,16 @@ impl KafkaSink {
                     let left = batch.remaining.load(Ordering::Acquire);
                     producer.context().health.trouble(
                         &uri,
+                        Cause::Unacknowledged,
                         format!("{left} deliveries not acknowledged after {DELIVERY_STALLED:?}"),
                     );
                 }
             }
-            producer.context().health.recovered(&uri);
+            // Delivered: the broker answers and acknowledges.
+            producer
+                .context()
+                .health
+                .recovered(&uri, &[Cause::Unreachable, Cause::Unacknowledged]);
             let failure = batch
                 .failure
                 .lock()

@@ -18,6 +18,7 @@ use super::queue::{raw_message, to_record, FetchQueue};
 use super::{await_topic, KafkaContext, KafkaUri, CONSUMER_DEFAULTS};
 use crate::connector::{BoxFuture, Source, SourceBatch};
 use crate::context::Context;
+use crate::health::Cause;
 use crate::record::Record;
 
 /// Reads a topic as a member of a consumer group. A thread reads the topic's partition queues in
@@ -190,7 +191,10 @@ fn poll(
         // batch costs a plugin call and a few hand-offs, so tiny batches are expensive.
         let first = if n == 0 { 100 } else { 0 };
         if fetched.read(first, 1, &mut burst) == 1 {
-            consumer.context().health.recovered(&consumer.context().uri);
+            let context = consumer.context();
+            context
+                .health
+                .recovered(&context.uri, &[Cause::Unreachable]);
             fetched.read(POLL_LINGER_MS, max.saturating_sub(n + 1), &mut burst);
         }
         for m in &burst {

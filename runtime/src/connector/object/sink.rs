@@ -13,7 +13,7 @@ use super::{Format, ObjectUri};
 use crate::connector::{BoxFuture, Rejected, Sink, Written};
 use crate::context::Context;
 use crate::format::{jsonl, parquet as pq};
-use crate::health::Health;
+use crate::health::{Cause, Health};
 use crate::record::Record;
 
 /// The object name for records starting at `position`: key-safe characters only, and digit runs
@@ -192,7 +192,9 @@ async fn upload(shared: Arc<SinkShared>, p: Pending) {
         };
         written.map_err(|e| shared.uri.explain(e, &format!("write {key}")).to_string())?;
         tracing::info!(uri = %shared.uri.display, key, records = p.records, bytes = size, "object written");
-        shared.health.recovered(&shared.uri.display);
+        shared
+            .health
+            .recovered(&shared.uri.display, &[Cause::Unreachable]);
         Ok::<_, String>(())
     }
     .await;

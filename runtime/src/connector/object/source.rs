@@ -15,7 +15,7 @@ use super::{Format, ObjectUri};
 use crate::connector::{BoxFuture, RecordError, Source, SourceBatch};
 use crate::context::Context;
 use crate::format::{jsonl, parquet as pq};
-use crate::health::Health;
+use crate::health::{Cause, Health};
 use crate::record::Record;
 
 enum Rows {
@@ -108,7 +108,8 @@ impl ObjectSource {
             .recursive(true)
             .await
             .map_err(|e| self.uri.explain(e, "list"))?;
-        self.health.recovered(&self.uri.display);
+        self.health
+            .recovered(&self.uri.display, &[Cause::Unreachable]);
         let done = &self
             .tracker
             .progress

@@ -12,7 +12,7 @@ use opendal::{ErrorKind, Operator};
 use super::{one_line, Format};
 use crate::connector::uri::Query;
 use crate::context::{Context, EndpointMetrics};
-use crate::health::Health;
+use crate::health::{Cause, Health};
 
 /// `s3://BUCKET/PREFIX?...` or `file://DIR?...`, parsed.
 #[derive(Debug, Clone)]
@@ -249,7 +249,8 @@ struct LogRetry {
 impl RetryInterceptor for LogRetry {
     fn intercept(&self, err: &opendal::Error, dur: Duration) {
         self.metrics.count_store_retry(&self.uri);
-        self.health.trouble(&self.uri, one_line(err));
+        self.health
+            .trouble(&self.uri, Cause::Unreachable, one_line(err));
         tracing::warn!(uri = %self.uri, "object store: {}; retrying in {:.1}s", one_line(err), dur.as_secs_f64());
     }
 }
