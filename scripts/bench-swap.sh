@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 
 RATE=${1:-50000}
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
-cargo build --quiet --release --target wasm32-wasip2 -p mock -p enrich -p enrich-next
+bash scripts/build-plugins.sh >/dev/null
 cargo build --quiet --release -p sluice-runtime
 
 W=$PWD/target/wasm32-wasip2/release

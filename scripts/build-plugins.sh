@@ -5,7 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PLUGINS=(-p mock -p enrich -p enrich-next -p identity -p testkit -p producer)
+PLUGINS=(-p mock -p enrich -p identity -p testkit -p producer)
+# enrich-next uses enrich as a library without its export (default features off). Built on its
+# own, first: built together, cargo would unify enrich's features (and export it twice), and a
+# later build of enrich alone rewrites enrich.wasm with its export.
+LIBRARY_USERS=(-p enrich-next)
 CARGO_COMPONENT_VERSION=0.21.1
 
 installed_targets=$(rustup target list --installed)
@@ -19,8 +23,10 @@ if ! cargo component --version 2>/dev/null | grep -q "cargo-component[a-z-]* $CA
 fi
 
 # -> target/wasm32-wasip2/release/{mock,enrich,identity,testkit,not-a-plugin}.wasm
+cargo build --release --target wasm32-wasip2 "${LIBRARY_USERS[@]}"
 cargo build --release --target wasm32-wasip2 "${PLUGINS[@]}"
 # -> target/wasm32-wasip1/release/{mock,enrich,testkit}.wasm (componentized with the WASI adapter)
+cargo component build --release "${LIBRARY_USERS[@]}"
 cargo component build --release "${PLUGINS[@]}"
 
 # The enrich rule in Python (componentize-py) and JavaScript (componentize-js), rebuilt only

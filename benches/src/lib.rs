@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use sluice::plugin::{Limits, PluginEngine, TransformInstance};
-use sluice::record::Record;
+use sluice::record::{Origin, Record};
 
 pub fn target_dir() -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
@@ -47,12 +47,13 @@ pub fn transform_metered(
 
 /// `n` records with `size`-byte values.
 pub fn fixed_size_records(n: usize, size: usize) -> Vec<Record> {
+    let source: Arc<str> = "bench".into();
     (0..n)
         .map(|i| {
             let mut value = vec![b'x'; size];
             value[..8].copy_from_slice(&(i as u64).to_le_bytes());
             let mut r = Record::new(value);
-            r.origin = Some(Arc::from(format!("bench:{i}")));
+            r.origin = Some(Origin::At(source.clone(), ':', i as u64));
             r
         })
         .collect()

@@ -1,5 +1,6 @@
-//! The record that flows through a pipeline.
+//! The record that flows through a pipeline, and where it came from.
 
+use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -12,11 +13,37 @@ pub struct Record {
     pub headers: Vec<(String, Bytes)>,
     /// Milliseconds since the Unix epoch.
     pub timestamp_ms: Option<i64>,
-    /// Where the record came from (`stdin:LINE`, `mock.wasm@RUN#SEQ`, `topic/PARTITION@OFFSET`, `KEY#ROW`, ...). Outputs inherit the
-    /// origin of the input they were made from, so errors can always name the source record.
-    pub origin: Option<Arc<str>>,
+    /// Where the record came from. Outputs inherit the origin of the input they were made from,
+    /// so errors can always name the source record.
+    pub origin: Option<Origin>,
     /// The named output a plugin routed this record to; `None` is the pipeline's sink.
     pub output: Option<String>,
+}
+
+/// Where a record came from: `topic/PARTITION@OFFSET`, `KEY#ROW`, `stdin:LINE`,
+/// `mock.wasm@RUN#SEQ`, or any text. The part before the number is shared by every record of a
+/// partition, object or stream, and the whole is formatted only when shown or handed to a
+/// plugin (straight into the wire buffer): reading a record costs no allocation for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// `{0}{1}{2}`, e.g. ("user_sessions/3", '@', 1200).
+    At(Arc<str>, char, u64),
+    Text(Arc<str>),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::At(prefix, sep, n) => write!(f, "{prefix}{sep}{n}"),
+            Origin::Text(text) => f.write_str(text),
+        }
+    }
+}
+
+impl From<&str> for Origin {
+    fn from(text: &str) -> Self {
+        Origin::Text(text.into())
+    }
 }
 
 impl Record {
@@ -28,7 +55,26 @@ impl Record {
     }
 
     /// How to name this record in a message.
-    pub fn position(&self) -> &str {
-        self.origin.as_deref().unwrap_or("(unknown position)")
+    pub fn position(&self) -> String {
+        match &self.origin {
+            Some(origin) => origin.to_string(),
+            None => "(unknown position)".to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_format_when_shown() {
+        let at = Origin::At("user_sessions/3".into(), '@', 1200);
+        assert_eq!(at.to_string(), "user_sessions/3@1200");
+        assert_eq!(Origin::from("stdin:7").to_string(), "stdin:7");
+        let mut r = Record::new("v");
+        assert_eq!(r.position(), "(unknown position)");
+        r.origin = Some(at);
+        assert_eq!(r.position(), "user_sessions/3@1200");
     }
 }

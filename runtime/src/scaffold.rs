@@ -85,10 +85,14 @@ pub fn create(args: &NewArgs) -> Result<(PathBuf, String)> {
     }
     let world = World::from(args.world);
     let source = world == World::Source;
-    let mut files: Vec<(&str, String)> = vec![
-        ("wit/plugin.wit", WIT.to_owned()),
-        ("wit/WIRE.md", WIRE.to_owned()),
-    ];
+    // Python and JavaScript build tools read the WIT; a Rust plugin gets it from the SDK.
+    let mut files: Vec<(&str, String)> = match args.lang {
+        Lang::Rust => Vec::new(),
+        Lang::Python | Lang::Js => vec![
+            ("wit/plugin.wit", WIT.to_owned()),
+            ("wit/WIRE.md", WIRE.to_owned()),
+        ],
+    };
     let cases: &[(&str, &str)] = if source {
         &[
             (
@@ -208,11 +212,15 @@ pub fn create(args: &NewArgs) -> Result<(PathBuf, String)> {
     } else {
         format!("    echo '{{\"name\":\"ada\"}}' | runtime run --plugin {wasm}")
     };
+    let contract = match args.lang {
+        Lang::Rust => "the Sluice repository's `wit/plugin.wit`, through the sluice-sdk crate (batches travel in the\nwire form of `wit/WIRE.md`; the SDK hides it)",
+        Lang::Python | Lang::Js => "`wit/plugin.wit` (batches travel in the wire form of `wit/WIRE.md`; the helper hides it)",
+    };
     files.push((
         "README.md",
         format!(
             "# {name}\n\nA Sluice {world} plugin in {lang}, made by `runtime new`. It builds against the contract in\n\
-             `wit/plugin.wit` (batches travel in the wire form of `wit/WIRE.md`; the helper hides it).\n\n\
+             {contract}.\n\n\
              ## Build\n\n{build}\n\n## Test\n\nUnit tests of the logic, natively:\n\n{unit}\n\n\
              Golden cases, on the built plugin (`tests/cases`: NAME.input.jsonl, NAME.expected.jsonl and\n\
              optional NAME.settings; see `runtime test --help`):\n\n    runtime test --plugin {wasm} --cases tests/cases\n\n\

@@ -1,19 +1,12 @@
-//! The next version of `enrich`: the same rule (the same source files, compiled in), plus a
-//! field `"enrich_version":2` so that every output shows which version made it. Hot-swap tests
-//! and demos switch between the two while a stream runs.
-
-#[path = "../../enrich/src/json.rs"]
-mod json;
-// enrich's own `process` and helpers are not all used here.
-#[allow(dead_code)]
-#[path = "../../enrich/src/rule.rs"]
-mod rule;
+//! The next version of `enrich`: the same rule (enrich as a library), plus a field
+//! `"enrich_version":2` so that every output shows which version made it. Hot-swap tests and
+//! demos switch between the two while a stream runs.
 
 use sluice_sdk::{Error, Message};
 
 pub fn process(msg: Message<'_>) -> Result<Message<'_>, Error> {
     let mut out = Vec::with_capacity(msg.value.len() + 112);
-    rule::enrich_json(&msg.value, &mut out).map_err(Error::from)?;
+    enrich::enrich_json(&msg.value, &mut out).map_err(Error::from)?;
     // enrich_json writes one object: add the field before its closing brace.
     match out.iter().rposition(|&b| b == b'}') {
         Some(end) => {
@@ -25,7 +18,7 @@ pub fn process(msg: Message<'_>) -> Result<Message<'_>, Error> {
     Ok(msg.with_value(out))
 }
 
-sluice_sdk::transform!(wit: "../../wit", process: process);
+sluice_sdk::transform!(process: process);
 
 #[cfg(test)]
 mod tests {

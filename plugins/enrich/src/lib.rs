@@ -11,7 +11,10 @@ mod rule;
 
 pub use rule::*;
 
-sluice_sdk::transform!(wit: "../../wit", process: process, init: init);
+// The export is a default feature so that other plugins (enrich-next) can use the rule as a
+// library without exporting it twice.
+#[cfg(feature = "export")]
+sluice_sdk::transform!(Enrich);
 
 #[cfg(test)]
 mod tests {
@@ -124,6 +127,24 @@ mod tests {
             .contains("unterminated"));
         assert!(enrich(r#"{"a":[1}"#).is_err());
         assert!(enrich(r#"{"latitude":1,"longitude":1,"timestamp":1} x"#).is_err());
+    }
+
+    #[test]
+    fn rejected_sessions_are_routed_when_asked() {
+        use sluice_sdk::{Config, IntoOutputs, Transform};
+        let greek = br#"{"latitude":39.0,"longitude":22.0,"timestamp":0}"#;
+        let other = br#"{"latitude":0,"longitude":0,"timestamp":0}"#;
+        let route = |settings: Vec<(String, String)>, v: &'static [u8]| {
+            let mut e = Enrich::init(&Config::new(settings)).unwrap();
+            let out = e.process(Message::new(v)).unwrap().into_messages();
+            out[0].output.as_deref().map(str::to_owned)
+        };
+        let to = vec![("rejected_output".to_owned(), "rejected".to_owned())];
+        assert_eq!(route(to.clone(), other), Some("rejected".to_owned()));
+        assert_eq!(route(to, greek), None);
+        assert_eq!(route(vec![], other), None);
+        let empty = vec![("rejected_output".to_owned(), String::new())];
+        assert!(Enrich::init(&Config::new(empty)).is_err());
     }
 
     #[test]

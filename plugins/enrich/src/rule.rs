@@ -1,7 +1,7 @@
 //! The enrichment rule itself, shared by the `enrich` plugin and its tagged variant.
 
 use crate::json;
-use sluice_sdk::{Config, Error, Message};
+use sluice_sdk::{Config, Error, IntoOutputs, Message, Transform};
 
 /// (latitude, longitude) in 1e-4 degrees -> (country, ISO code).
 pub const COUNTRIES: [((i64, i64), &str, &str); 21] = [
@@ -157,33 +157,39 @@ pub fn enrich_json(input: &[u8], out: &mut Vec<u8>) -> Result<Status, String> {
     })
 }
 
-/// The named output rejected sessions go to (setting `rejected_output`); unset, every session
-/// goes to the pipeline's sink.
-static REJECTED_OUTPUT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-
-/// Settings: `rejected_output=NAME` routes rejected sessions to the pipeline's output NAME.
-pub fn init(config: &Config) -> Result<(), String> {
-    if let Some(name) = config.get("rejected_output") {
-        if name.is_empty() {
-            return Err(
-                "rejected_output is empty: give the name of an output of the pipeline".into(),
-            );
-        }
-        REJECTED_OUTPUT
-            .set(name.to_owned())
-            .map_err(|_| "init called twice".to_owned())?;
-    }
-    Ok(())
+/// The plugin: one session in, one enriched session out; a record that is not a session fails
+/// alone and is routed by the pipeline's error policy. With the setting `rejected_output=NAME`,
+/// rejected sessions go to the pipeline's output NAME instead of its sink.
+#[derive(Debug, Default)]
+pub struct Enrich {
+    rejected_output: Option<String>,
 }
 
-/// The plugin: one session in, one enriched session out; a record that is not a session fails
-/// alone and is routed by the pipeline's error policy.
+impl Transform for Enrich {
+    fn init(settings: &Config) -> Result<Self, Error> {
+        let rejected_output = settings.get("rejected_output").map(str::to_owned);
+        if rejected_output.as_deref() == Some("") {
+            return Err(Error::new(
+                "rejected_output is empty: give the name of an output of the pipeline",
+            ));
+        }
+        Ok(Enrich { rejected_output })
+    }
+
+    fn process<'a>(&mut self, msg: Message<'a>) -> Result<impl IntoOutputs<'a>, Error> {
+        let mut out = Vec::with_capacity(msg.value.len() + 96);
+        let status = enrich_json(&msg.value, &mut out).map_err(Error::from)?;
+        let msg = msg.with_value(out);
+        Ok(match (status, &self.rejected_output) {
+            (Status::Rejected, Some(output)) => msg.to_output(output.clone()),
+            _ => msg,
+        })
+    }
+}
+
+/// The rule as a function, for native callers (benches): [`Enrich`] without settings.
 pub fn process(msg: Message<'_>) -> Result<Message<'_>, Error> {
     let mut out = Vec::with_capacity(msg.value.len() + 96);
-    let status = enrich_json(&msg.value, &mut out).map_err(Error::from)?;
-    let msg = msg.with_value(out);
-    Ok(match (status, REJECTED_OUTPUT.get()) {
-        (Status::Rejected, Some(output)) => msg.to_output(output.as_str()),
-        _ => msg,
-    })
+    enrich_json(&msg.value, &mut out).map_err(Error::from)?;
+    Ok(msg.with_value(out))
 }

@@ -7,4 +7,4 @@ pub fn process(msg: Message<'_>) -> Result<Message<'_>, Error> {
     Ok(msg)
 }
 
-sluice_sdk::transform!(wit: "../../wit", process: process);
+sluice_sdk::transform!(process: process);

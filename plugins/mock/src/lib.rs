@@ -143,7 +143,7 @@ pub struct MockSessions {
 }
 
 impl Source for MockSessions {
-    fn init(config: &Config) -> Result<Self, String> {
+    fn init(config: &Config) -> Result<Self, Error> {
         let seed = match config.parse::<u64>("seed")? {
             Some(seed) => seed,
             // No seed: draw one from the randomness the host grants (WASI random, via std).
@@ -157,9 +157,9 @@ impl Source for MockSessions {
         let rate = config.parse::<f64>("rate")?;
         if let Some(r) = rate {
             if !(r.is_finite() && r >= 0.0) {
-                return Err(format!(
-                    "config `rate={r}` must be a number of sessions per second >= 0"
-                ));
+                return Err(Error::new(format!(
+                    "setting `rate={r}` must be a number of sessions per second >= 0"
+                )));
             }
         }
         Ok(MockSessions {
@@ -190,7 +190,7 @@ impl Source for MockSessions {
     }
 }
 
-sluice_sdk::source!(wit: "../../wit", source: MockSessions);
+sluice_sdk::source!(MockSessions);
 
 #[cfg(test)]
 mod tests {
@@ -268,7 +268,7 @@ mod tests {
         let err = MockSessions::init(&config(&[("seed", "abc")]))
             .err()
             .unwrap();
-        assert!(err.contains("seed=abc"), "{err}");
+        assert!(err.message().contains("seed=abc"), "{err}");
         assert!(MockSessions::init(&config(&[("rate", "-1")])).is_err());
     }
 }

@@ -5,44 +5,51 @@
 //!
 //! Config: `key_field` (default `user_id`): the field to key by.
 
-use std::cell::RefCell;
-
 use serde_json::Value;
-use sluice_sdk::{Config, Error, Message};
+use sluice_sdk::{Config, Error, IntoOutputs, Message, Transform};
 
 /// The header naming the object a record was read from.
 pub const SOURCE_HEADER: &str = "source-object";
 
-thread_local! {
-    static KEY_FIELD: RefCell<String> = RefCell::new("user_id".to_owned());
+/// The producer, with the field it keys records by.
+pub struct Producer {
+    key_field: String,
 }
 
-pub fn init(config: &Config) -> Result<(), String> {
-    if let Some(field) = config.get("key_field") {
-        if field.is_empty() {
-            return Err("key_field is empty: name the field to key records by".to_owned());
+impl Transform for Producer {
+    fn init(settings: &Config) -> Result<Self, Error> {
+        let key_field = settings.get("key_field").unwrap_or("user_id");
+        if key_field.is_empty() {
+            return Err(Error::new(
+                "key_field is empty: name the field to key records by",
+            ));
         }
-        KEY_FIELD.with(|k| *k.borrow_mut() = field.to_owned());
+        Ok(Producer {
+            key_field: key_field.to_owned(),
+        })
     }
-    Ok(())
+
+    fn process<'a>(&mut self, msg: Message<'a>) -> Result<impl IntoOutputs<'a>, Error> {
+        produce(msg, &self.key_field)
+    }
 }
 
-pub fn process(msg: Message<'_>) -> Result<Message<'_>, Error> {
+/// Keys a row by `key_field`, names its object in a header and stamps it with its time.
+pub fn produce<'a>(msg: Message<'a>, key_field: &str) -> Result<Message<'a>, Error> {
     let row: serde_json::Map<String, Value> = serde_json::from_slice(&msg.value).map_err(|e| {
         Error::new(format!(
             "not a JSON object ({e}): the producer expects one row per record"
         ))
     })?;
-    let key = KEY_FIELD.with(|field| {
-        let field = field.borrow();
-        match row.get(field.as_str()) {
-            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-            Some(Value::Number(n)) => Ok(n.to_string()),
-            _ => Err(Error::new(format!(
-                "no `{field}`: records are keyed by it (set key_field to key by another field)"
-            ))),
+    let key = match row.get(key_field) {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => {
+            return Err(Error::new(format!(
+                "no `{key_field}`: records are keyed by it (set key_field to key by another field)"
+            )))
         }
-    })?;
+    };
     let object = msg.key.as_deref().map(<[u8]>::to_vec);
     let mut out = msg.with_key(key.into_bytes());
     if let Some(object) = object {
@@ -57,7 +64,7 @@ pub fn process(msg: Message<'_>) -> Result<Message<'_>, Error> {
     Ok(out)
 }
 
-sluice_sdk::transform!(wit: "../../wit", process: process, init: init);
+sluice_sdk::transform!(Producer);
 
 #[cfg(test)]
 mod tests {
@@ -67,7 +74,7 @@ mod tests {
     fn keys_by_user_and_names_the_object() {
         let row = br#"{"user_id":"u-1","timestamp":1700000000,"clicks":3}"#;
         let msg = Message::new(&row[..]).with_key(&b"raw/part-1.parquet"[..]);
-        let out = process(msg).unwrap();
+        let out = produce(msg, "user_id").unwrap();
         assert_eq!(out.key.as_deref(), Some(&b"u-1"[..]));
         assert_eq!(out.header(SOURCE_HEADER), Some(&b"raw/part-1.parquet"[..]));
         assert_eq!(out.timestamp_ms, Some(1_700_000_000_000));
@@ -75,10 +82,20 @@ mod tests {
     }
 
     #[test]
+    fn the_key_field_is_a_setting() {
+        let settings = Config::new(vec![("key_field".into(), "clicks".into())]);
+        let mut p = Producer::init(&settings).unwrap();
+        let out = p.process(Message::new(&br#"{"clicks":3}"#[..])).unwrap();
+        assert_eq!(out.into_messages()[0].key.as_deref(), Some(&b"3"[..]));
+        let empty = Config::new(vec![("key_field".into(), String::new())]);
+        assert!(Producer::init(&empty).is_err());
+    }
+
+    #[test]
     fn rows_without_a_key_are_errors() {
-        let e = process(Message::new(&br#"{"clicks":3}"#[..])).unwrap_err();
+        let e = produce(Message::new(&br#"{"clicks":3}"#[..]), "user_id").unwrap_err();
         assert!(e.message().contains("no `user_id`"), "{}", e.message());
-        let e = process(Message::new(&b"17"[..])).unwrap_err();
+        let e = produce(Message::new(&b"17"[..]), "user_id").unwrap_err();
         assert!(e.message().contains("not a JSON object"), "{}", e.message());
     }
 }

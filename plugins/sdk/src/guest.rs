@@ -1,7 +1,52 @@
-//! The glue between the exported world functions and plugin code: decode a batch, call the
-//! plugin per message, encode what it returns. Plain Rust, so it is tested natively.
+//! The glue between the exported world functions and plugin code: keep the instance's
+//! transform or source, decode a batch, call the plugin per message, encode what it returns.
+//! Plain Rust, so it is tested natively.
 
-use crate::{wire, Error, IntoOutputs, Message, Source};
+use std::any::Any;
+use std::cell::RefCell;
+
+use crate::{wire, Config, Error, IntoOutputs, Message, Source, Transform};
+
+thread_local! {
+    /// The instance's transform or source, made by `init` (a plugin instance is one thread).
+    static STATE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
+}
+
+fn init_state<T: 'static>(make: impl FnOnce() -> Result<T, Error>) -> Result<(), String> {
+    let state = make().map_err(|e| e.message().to_owned())?;
+    STATE.with(|s| *s.borrow_mut() = Some(Box::new(state)));
+    Ok(())
+}
+
+fn with_state<T: 'static, R>(f: impl FnOnce(&mut T) -> Result<R, String>) -> Result<R, String> {
+    STATE.with(
+        |s| match s.borrow_mut().as_mut().and_then(|b| b.downcast_mut::<T>()) {
+            Some(state) => f(state),
+            None => Err("called before `init`".to_owned()),
+        },
+    )
+}
+
+/// `init` of the transform world: builds `T` from the settings.
+pub fn init_transform<T: Transform>(settings: Vec<(String, String)>) -> Result<(), String> {
+    init_state(|| T::init(&Config::new(settings)))
+}
+
+/// `process` of the transform world: `T::process` over every message of the batch.
+pub fn process_with<T: Transform>(batch: &[u8]) -> Result<Vec<u8>, String> {
+    // The outputs are written before the next message: they may borrow the transform.
+    with_state(|t: &mut T| each_message(batch, |msg, out| Ok(t.process(msg)?.put(out))))
+}
+
+/// `init` of the source world: builds `S` from the settings.
+pub fn init_source<S: Source>(settings: Vec<(String, String)>) -> Result<(), String> {
+    init_state(|| S::init(&Config::new(settings)))
+}
+
+/// `next` of the source world.
+pub fn next_with<S: Source>(max: u32, now_ms: i64) -> Result<Vec<u8>, String> {
+    with_state(|s: &mut S| next_batch(s, max, now_ms))
+}
 
 /// Runs `process` over every message of a wire batch and returns the wire outcomes.
 pub fn process_batch<'b, F, O>(input: &'b [u8], mut process: F) -> Result<Vec<u8>, String>
@@ -9,6 +54,15 @@ where
     F: FnMut(Message<'b>) -> Result<O, Error>,
     O: IntoOutputs<'b>,
 {
+    each_message(input, |msg, out| Ok(process(msg)?.put(out)))
+}
+
+/// Calls `put` for every message of a wire batch: it appends the message's outputs to the
+/// buffer and returns how many, or fails that message alone. Returns the wire outcomes.
+fn each_message<'b>(
+    input: &'b [u8],
+    mut put: impl FnMut(Message<'b>, &mut Vec<u8>) -> Result<u32, Error>,
+) -> Result<Vec<u8>, String> {
     let mut r = wire::Reader::new(input);
     let n = r.count(wire::MIN_MESSAGE_SIZE).map_err(|e| e.to_string())?;
     // Outputs are usually about the size of the inputs.
@@ -16,13 +70,14 @@ where
     let at = wire::begin_count(&mut out);
     for _ in 0..n {
         let msg = Message::from_wire(r.message().map_err(|e| e.to_string())?);
-        match process(msg) {
-            Ok(outputs) => {
-                let count_at = wire::begin_ok(&mut out);
-                let count = outputs.put(&mut out);
-                wire::patch_count(&mut out, count_at, count);
+        let count_at = wire::begin_ok(&mut out);
+        match put(msg, &mut out) {
+            Ok(count) => wire::patch_count(&mut out, count_at, count),
+            Err(e) => {
+                // Whatever the failed message appended goes with it.
+                out.truncate(count_at - 1);
+                wire::put_err(&mut out, e.message());
             }
-            Err(e) => wire::put_err(&mut out, e.message()),
         }
     }
     r.finish().map_err(|e| e.to_string())?;
@@ -115,7 +170,7 @@ mod tests {
 
     struct Counter(u64);
     impl Source for Counter {
-        fn init(_: &crate::Config) -> Result<Self, String> {
+        fn init(_: &crate::Config) -> Result<Self, Error> {
             Ok(Counter(0))
         }
         fn next(&mut self, max: u32, _now: i64) -> Result<Vec<Message<'static>>, Error> {
@@ -126,6 +181,59 @@ mod tests {
                 })
                 .collect())
         }
+    }
+
+    /// Numbers each message, counting across batches: state lives in the instance.
+    struct Numbering {
+        next: u64,
+        prefix: String,
+    }
+
+    impl Transform for Numbering {
+        fn init(settings: &Config) -> Result<Self, Error> {
+            Ok(Numbering {
+                next: settings.parse("start")?.unwrap_or(0),
+                prefix: settings.get("prefix").unwrap_or_default().to_owned(),
+            })
+        }
+
+        fn process<'a>(&mut self, msg: Message<'a>) -> Result<impl IntoOutputs<'a>, Error> {
+            self.next += 1;
+            Ok(msg.with_value(format!("{}{}", self.prefix, self.next).into_bytes()))
+        }
+    }
+
+    #[test]
+    fn a_stateful_transform_keeps_its_state_across_batches() {
+        assert_eq!(
+            process_with::<Numbering>(&wire::encode_batch(&[])).unwrap_err(),
+            "called before `init`"
+        );
+        let e = init_transform::<Numbering>(vec![("start".into(), "x".into())]).unwrap_err();
+        assert!(e.contains("`start=x`"), "{e}");
+        init_transform::<Numbering>(vec![
+            ("start".into(), "10".into()),
+            ("prefix".into(), "n".into()),
+        ])
+        .unwrap();
+        let batch = wire::encode_batch(&[MessageRef::default(), MessageRef::default()]);
+        let values = |out: Vec<u8>| -> Vec<Vec<u8>> {
+            let mut r = Reader::new(&out);
+            (0..r.count(1).unwrap())
+                .map(|_| {
+                    r.outcome().unwrap().unwrap();
+                    r.message().unwrap().value.to_vec()
+                })
+                .collect()
+        };
+        assert_eq!(
+            values(process_with::<Numbering>(&batch).unwrap()),
+            [b"n11", b"n12"]
+        );
+        assert_eq!(
+            values(process_with::<Numbering>(&batch).unwrap()),
+            [b"n13", b"n14"]
+        );
     }
 
     #[test]

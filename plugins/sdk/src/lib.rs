@@ -12,14 +12,16 @@
 //!     Ok(msg.with_value(upper))
 //! }
 //!
-//! sluice_sdk::transform!(wit: "wit", process: process);
+//! sluice_sdk::transform!(process: process);
 //!
 //! // Natively the macro expands to nothing: the logic tests like any Rust function.
 //! let out = process(Message::new(&b"hi"[..]).with_key(&b"k"[..])).unwrap();
 //! assert_eq!((&*out.value, out.key.as_deref()), (&b"HI"[..], Some(&b"k"[..])));
 //! ```
 //!
-//! A source plugin implements [`Source`] and is exported with [`source!`]. The wire form that
+//! A transform that keeps state between records implements [`Transform`] and is exported with
+//! `transform!(MyType)`; a source plugin implements [`Source`] and is exported with
+//! [`source!`]. The wire form that
 //! carries batches across the boundary ([`wire`]) never shows; plugin logic is ordinary Rust
 //! that unit-tests natively, without wasm.
 
@@ -27,7 +29,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 pub mod guest;
-pub mod wire;
+pub use sluice_wire as wire;
 
 /// One record: what a plugin receives and returns.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -125,7 +127,10 @@ impl<'a> Message<'a> {
                 value: &self.value,
                 headers: &self.headers,
                 timestamp_ms: self.timestamp_ms,
-                origin: if with_origin { self.origin } else { None },
+                origin: match (with_origin, &self.origin) {
+                    (true, Some(origin)) => Some(origin as &dyn std::fmt::Display),
+                    _ => None,
+                },
                 output: self.output.as_deref(),
             },
         );
@@ -169,6 +174,9 @@ impl From<&str> for Error {
 pub trait IntoOutputs<'a> {
     /// Appends the outputs to `buf` in wire form; returns how many.
     fn put(self, buf: &mut Vec<u8>) -> u32;
+
+    /// The outputs as messages: what a native unit test of a [`Transform`] looks at.
+    fn into_messages(self) -> Vec<Message<'a>>;
 }
 
 impl<'a> IntoOutputs<'a> for Message<'a> {
@@ -176,11 +184,19 @@ impl<'a> IntoOutputs<'a> for Message<'a> {
         self.put_wire(buf, false);
         1
     }
+
+    fn into_messages(self) -> Vec<Message<'a>> {
+        vec![self]
+    }
 }
 
 impl<'a> IntoOutputs<'a> for Option<Message<'a>> {
     fn put(self, buf: &mut Vec<u8>) -> u32 {
         self.map_or(0, |m| IntoOutputs::put(m, buf))
+    }
+
+    fn into_messages(self) -> Vec<Message<'a>> {
+        self.into_iter().collect()
     }
 }
 
@@ -191,9 +207,14 @@ impl<'a> IntoOutputs<'a> for Vec<Message<'a>> {
         }
         self.len() as u32
     }
+
+    fn into_messages(self) -> Vec<Message<'a>> {
+        self
+    }
 }
 
-/// The `key=value` pairs given to `init` (`--config key=value` on the command line).
+/// The settings given to `init`: `--set key=value` on the command line, `settings` in a
+/// pipelines file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Config(Vec<(String, String)>);
 
@@ -212,14 +233,14 @@ impl Config {
     }
 
     /// Parses `key` if present; the error names the key, the value and the expected type.
-    pub fn parse<T: std::str::FromStr>(&self, key: &str) -> Result<Option<T>, String> {
+    pub fn parse<T: std::str::FromStr>(&self, key: &str) -> Result<Option<T>, Error> {
         match self.get(key) {
             None => Ok(None),
             Some(v) => v.parse().map(Some).map_err(|_| {
-                format!(
-                    "config `{key}={v}` is not a valid {}",
+                Error::new(format!(
+                    "setting `{key}={v}` is not a valid {}",
                     std::any::type_name::<T>()
-                )
+                ))
             }),
         }
     }
@@ -229,10 +250,23 @@ impl Config {
     }
 }
 
+/// A transform that keeps state between records (the `transform` world): built once per
+/// instance from its settings, then handed each message in order. A plain function works too:
+/// see [`transform!`].
+pub trait Transform: Sized + 'static {
+    /// Builds the transform from its settings; an error stops the plugin from loading and is
+    /// shown to the user as is.
+    fn init(settings: &Config) -> Result<Self, Error>;
+
+    /// One message in: one output, none (`Option`), several (`Vec`), or a per-record error that
+    /// the host routes by the pipeline's error policy.
+    fn process<'a>(&mut self, msg: Message<'a>) -> Result<impl IntoOutputs<'a>, Error>;
+}
+
 /// A generator of records (the `source` world).
-pub trait Source: Sized {
-    /// Builds the generator from its config; an error stops the plugin from loading.
-    fn init(config: &Config) -> Result<Self, String>;
+pub trait Source: Sized + 'static {
+    /// Builds the generator from its settings; an error stops the plugin from loading.
+    fn init(settings: &Config) -> Result<Self, Error>;
 
     /// Up to `max` new messages; fewer or none when nothing is due at `now_ms`.
     fn next(&mut self, max: u32, now_ms: i64) -> Result<Vec<Message<'static>>, Error>;
@@ -263,110 +297,160 @@ pub fn __set_logger(f: fn(Level, &str)) {
     let _ = LOGGER.set(f);
 }
 
+/// The bindings of both worlds, generated once here from the repository's `wit/`: a plugin
+/// names no WIT path and carries no copy of it.
 #[doc(hidden)]
 #[cfg(target_arch = "wasm32")]
-pub use wit_bindgen as __wit_bindgen;
+pub mod __bindings {
+    pub mod transform {
+        wit_bindgen::generate!({
+            path: "../../wit",
+            world: "sluice:plugin/transform",
+            default_bindings_module: "sluice_sdk::__bindings::transform",
+            pub_export_macro: true,
+            export_macro_name: "__export_transform_world",
+        });
+    }
 
-/// Exports a transform function as the plugin's `transform` world.
+    pub mod source {
+        wit_bindgen::generate!({
+            path: "../../wit",
+            world: "sluice:plugin/source",
+            default_bindings_module: "sluice_sdk::__bindings::source",
+            pub_export_macro: true,
+            export_macro_name: "__export_source_world",
+        });
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+impl __bindings::transform::sluice::plugin::host::Level {
+    fn of(level: Level) -> Self {
+        match level {
+            Level::Trace => Self::Trace,
+            Level::Debug => Self::Debug,
+            Level::Info => Self::Info,
+            Level::Warn => Self::Warn,
+            Level::Error => Self::Error,
+        }
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+impl __bindings::source::sluice::plugin::host::Level {
+    fn of(level: Level) -> Self {
+        match level {
+            Level::Trace => Self::Trace,
+            Level::Debug => Self::Debug,
+            Level::Info => Self::Info,
+            Level::Warn => Self::Warn,
+            Level::Error => Self::Error,
+        }
+    }
+}
+
+/// Routes [`log`] to the `host.log` import of the transform world (each world uses its own
+/// bindings, so a plugin links those of its world only).
+#[cfg(target_arch = "wasm32")]
+#[doc(hidden)]
+pub fn __log_to_transform_host() {
+    use __bindings::transform::sluice::plugin::host;
+    __set_logger(|level, message| host::log(host::Level::of(level), message));
+}
+
+/// The same for the source world.
+#[cfg(target_arch = "wasm32")]
+#[doc(hidden)]
+pub fn __log_to_source_host() {
+    use __bindings::source::sluice::plugin::host;
+    __set_logger(|level, message| host::log(host::Level::of(level), message));
+}
+
+/// Exports a transform as the plugin's `transform` world. Either a function, with an optional
+/// `init` that reads the settings:
 ///
-/// `wit` is the folder holding `plugin.wit`, relative to the plugin crate; `process` is a
-/// `fn(Message) -> Result<impl IntoOutputs, Error>`; the optional `init` is a
-/// `fn(&Config) -> Result<(), String>`. Expands to nothing when not compiling for wasm, so the
-/// plugin's logic builds and tests natively.
+/// ```ignore
+/// sluice_sdk::transform!(process: process);
+/// sluice_sdk::transform!(process: process, init: init);
+/// ```
+///
+/// where `process` is a `fn(Message) -> Result<impl IntoOutputs, Error>` and `init` a
+/// `fn(&Config) -> Result<(), E>` (`E`: [`Error`] or `String`); or a type that keeps state
+/// between records, built from the settings by its `init`:
+///
+/// ```ignore
+/// sluice_sdk::transform!(MyTransform); // MyTransform: sluice_sdk::Transform
+/// ```
+///
+/// Expands to nothing when not compiling for wasm, so the plugin's logic builds and tests
+/// natively.
 #[macro_export]
 macro_rules! transform {
-    (wit: $wit:literal, process: $process:path $(, init: $init:path)? $(,)?) => {
-        // Resolved here, at the call site, where the plugin's functions are in scope.
+    (process: $process:path $(, init: $init:path)? $(,)?) => {
         #[cfg(target_arch = "wasm32")]
-        fn __sluice_process(batch: &[u8]) -> ::std::result::Result<::std::vec::Vec<u8>, ::std::string::String> {
-            $crate::guest::process_batch(batch, $process)
+        #[doc(hidden)]
+        pub struct __SluiceFunction;
+
+        #[cfg(target_arch = "wasm32")]
+        impl $crate::Transform for __SluiceFunction {
+            fn init(_settings: &$crate::Config) -> ::std::result::Result<Self, $crate::Error> {
+                $( $init(_settings).map_err($crate::Error::from)?; )?
+                Ok(__SluiceFunction)
+            }
+
+            fn process<'a>(&mut self, msg: $crate::Message<'a>) -> ::std::result::Result<impl $crate::IntoOutputs<'a>, $crate::Error> {
+                $process(msg)
+            }
         }
 
+        $crate::transform!(__SluiceFunction);
+    };
+    ($transform:ty) => {
         #[cfg(target_arch = "wasm32")]
-        fn __sluice_init(_config: &$crate::Config) -> ::std::result::Result<(), ::std::string::String> {
-            $( return $init(_config); )?
-            #[allow(unreachable_code)]
-            Ok(())
-        }
-
-        #[cfg(target_arch = "wasm32")]
-        mod __sluice_transform {
-            $crate::__wit_bindgen::generate!({
-                path: $wit,
-                world: "sluice:plugin/transform",
-                runtime_path: "sluice_sdk::__wit_bindgen::rt",
-            });
-
+        const _: () = {
             struct Plugin;
 
-            impl Guest for Plugin {
-                fn init(config: ::std::vec::Vec<(::std::string::String, ::std::string::String)>) -> ::std::result::Result<(), ::std::string::String> {
-                    $crate::__set_logger(|level, message| sluice::plugin::host::log($crate::__level!(level), message));
-                    super::__sluice_init(&$crate::Config::new(config))
+            impl $crate::__bindings::transform::Guest for Plugin {
+                fn init(settings: ::std::vec::Vec<(::std::string::String, ::std::string::String)>) -> ::std::result::Result<(), ::std::string::String> {
+                    $crate::__log_to_transform_host();
+                    $crate::guest::init_transform::<$transform>(settings)
                 }
 
                 fn process(batch: ::std::vec::Vec<u8>) -> ::std::result::Result<::std::vec::Vec<u8>, ::std::string::String> {
-                    super::__sluice_process(&batch)
+                    $crate::guest::process_with::<$transform>(&batch)
                 }
             }
 
-            export!(Plugin);
-        }
+            $crate::__bindings::transform::__export_transform_world!(Plugin);
+        };
     };
 }
 
-/// Exports a [`Source`] implementation as the plugin's `source` world.
+/// Exports a [`Source`] type as the plugin's `source` world: `sluice_sdk::source!(MySource);`.
 #[macro_export]
 macro_rules! source {
-    (wit: $wit:literal, source: $source:ty $(,)?) => {
+    ($source:ty) => {
         #[cfg(target_arch = "wasm32")]
-        type __SluiceSource = $source;
-
-        #[cfg(target_arch = "wasm32")]
-        mod __sluice_source {
-            $crate::__wit_bindgen::generate!({
-                path: $wit,
-                world: "sluice:plugin/source",
-                runtime_path: "sluice_sdk::__wit_bindgen::rt",
-            });
-
-            ::std::thread_local! {
-                static STATE: ::std::cell::RefCell<::std::option::Option<super::__SluiceSource>> = const { ::std::cell::RefCell::new(None) };
-            }
-
+        const _: () = {
             struct Plugin;
 
-            impl Guest for Plugin {
-                fn init(config: ::std::vec::Vec<(::std::string::String, ::std::string::String)>) -> ::std::result::Result<(), ::std::string::String> {
-                    $crate::__set_logger(|level, message| sluice::plugin::host::log($crate::__level!(level), message));
-                    let source = <super::__SluiceSource as $crate::Source>::init(&$crate::Config::new(config))?;
-                    STATE.with(|s| *s.borrow_mut() = Some(source));
-                    Ok(())
+            impl $crate::__bindings::source::Guest for Plugin {
+                fn init(
+                    settings: ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
+                ) -> ::std::result::Result<(), ::std::string::String> {
+                    $crate::__log_to_source_host();
+                    $crate::guest::init_source::<$source>(settings)
                 }
 
-                fn next(max: u32, now_ms: i64) -> ::std::result::Result<::std::vec::Vec<u8>, ::std::string::String> {
-                    STATE.with(|s| match s.borrow_mut().as_mut() {
-                        Some(source) => $crate::guest::next_batch(source, max, now_ms),
-                        None => Err("`next` called before `init`".to_string()),
-                    })
+                fn next(
+                    max: u32,
+                    now_ms: i64,
+                ) -> ::std::result::Result<::std::vec::Vec<u8>, ::std::string::String> {
+                    $crate::guest::next_with::<$source>(max, now_ms)
                 }
             }
 
-            export!(Plugin);
-        }
-    };
-}
-
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __level {
-    ($level:expr) => {
-        match $level {
-            $crate::Level::Trace => sluice::plugin::host::Level::Trace,
-            $crate::Level::Debug => sluice::plugin::host::Level::Debug,
-            $crate::Level::Info => sluice::plugin::host::Level::Info,
-            $crate::Level::Warn => sluice::plugin::host::Level::Warn,
-            $crate::Level::Error => sluice::plugin::host::Level::Error,
-        }
+            $crate::__bindings::source::__export_source_world!(Plugin);
+        };
     };
 }

@@ -101,4 +101,4 @@ pub fn init(config: &Config) -> Result<(), String> {
     }
 }
 
-sluice_sdk::transform!(wit: "../../wit", process: process, init: init);
+sluice_sdk::transform!(process: process, init: init);

@@ -9,13 +9,13 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::{BoxFuture, RecordError, Rejected, Sink, SinkClosed, Source, SourceBatch, Written};
 use crate::format::jsonl;
-use crate::record::Record;
+use crate::record::{Origin, Record};
 
 const READ_CHUNK: usize = 256 * 1024;
 
 /// Reads JSON lines; each non-empty line is one record whose value is the line.
 pub struct LineSource<R> {
-    name: &'static str,
+    name: Arc<str>,
     reader: R,
     buf: BytesMut,
     line: u64,
@@ -31,7 +31,7 @@ impl LineSource<tokio::io::Stdin> {
 impl<R: AsyncRead + Unpin + Send> LineSource<R> {
     pub fn new(name: &'static str, reader: R) -> Self {
         LineSource {
-            name,
+            name: name.into(),
             reader,
             buf: BytesMut::new(),
             line: 0,
@@ -58,13 +58,13 @@ impl<R: AsyncRead + Unpin + Send> LineSource<R> {
                 if line.is_empty() {
                     continue;
                 }
-                let position = format!("{}:{}", self.name, self.line);
                 if let Err(message) = jsonl::validate(line) {
+                    let position = format!("{}:{}", self.name, self.line);
                     batch.error = Some(RecordError { position, message });
                     return Ok(Some(batch));
                 }
                 let mut record = Record::new(raw.slice_ref(line));
-                record.origin = Some(Arc::from(position));
+                record.origin = Some(Origin::At(self.name.clone(), ':', self.line));
                 batch.records.push(record);
             }
             // Hand over what we have rather than wait for a full batch.

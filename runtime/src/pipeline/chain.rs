@@ -59,7 +59,7 @@ pub(crate) fn run_chain(
             .failures
             .into_iter()
             .map(|(i, message)| Failure {
-                position: records[i].position().to_owned(),
+                position: records[i].position(),
                 message,
                 plugin: who.clone(),
             })
@@ -75,7 +75,7 @@ pub(crate) fn run_chain(
             let misrouted = |r: &Record| {
                 let name = r.output.as_deref().unwrap_or_default();
                 Failure {
-                    position: r.position().to_owned(),
+                    position: r.position(),
                     message: format!(
                         "plugin {plugin} routed it to output `{name}`, which this pipeline does \
                          not have: add --output {name}=URI (or `{name} = \"URI\"` under the \

@@ -12,7 +12,7 @@ use bytes::Bytes;
 
 use crate::connector::{Sink, Written};
 use crate::failure::Failure;
-use crate::record::Record;
+use crate::record::{Origin, Record};
 
 pub(crate) const PIPELINE: &str = "sluice-pipeline";
 pub(crate) const PLUGIN: &str = "sluice-plugin";
@@ -59,7 +59,7 @@ impl DeadLetters {
         failures: &[Failure],
         inputs: &[Record],
     ) -> Result<Written> {
-        let by_position: HashMap<&str, &Record> =
+        let by_position: HashMap<String, &Record> =
             inputs.iter().map(|r| (r.position(), r)).collect();
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -105,7 +105,7 @@ impl DeadLetters {
                             .map(|(k, v)| (k.to_owned(), Bytes::from(v))),
                     );
                 }
-                r.origin = Some(Arc::from(f.position.as_str()));
+                r.origin = Some(Origin::from(f.position.as_str()));
                 r.output = None;
                 r
             })

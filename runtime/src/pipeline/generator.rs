@@ -7,6 +7,7 @@ use anyhow::Result;
 
 use crate::connector::{BoxFuture, Source, SourceBatch};
 use crate::plugin::SourceInstance;
+use crate::record::Origin;
 
 /// A token bucket: `rate` records per second, handed out in batches worth about 10 ms.
 #[derive(Debug)]
@@ -56,9 +57,10 @@ pub(crate) struct PluginSource {
     instance: SourceInstance,
     pacer: Pacer,
     seq: u64,
-    /// When this run started (ms since the epoch): positions of different runs never collide,
-    /// so objects named after them do not overwrite an earlier run's.
-    run: i64,
+    /// `PLUGIN@RUN`, where RUN is when this run started (ms since the epoch): positions
+    /// (`PLUGIN@RUN#SEQ`) of different runs never collide, so objects named after them do not
+    /// overwrite an earlier run's.
+    run_name: Arc<str>,
 }
 
 /// How long to wait when the plugin has nothing due.
@@ -66,13 +68,15 @@ const IDLE_WAIT: Duration = Duration::from_millis(10);
 
 impl PluginSource {
     pub(crate) fn new(instance: SourceInstance, rate: f64) -> Self {
+        let run = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let run_name = format!("{}@{run}", instance.plugin().name).into();
         PluginSource {
             instance,
             pacer: Pacer::new(rate, Instant::now()),
             seq: 0,
-            run: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64),
+            run_name,
         }
     }
 
@@ -95,11 +99,10 @@ impl PluginSource {
                 tokio::time::sleep(IDLE_WAIT).await;
                 continue;
             }
-            let name = &self.instance.plugin().name;
             for r in &mut records {
                 self.seq += 1;
                 if r.origin.is_none() {
-                    r.origin = Some(Arc::from(format!("{name}@{}#{}", self.run, self.seq)));
+                    r.origin = Some(Origin::At(self.run_name.clone(), '#', self.seq));
                 }
             }
             return Ok(Some(SourceBatch {

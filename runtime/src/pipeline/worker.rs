@@ -57,7 +57,7 @@ impl Sinks {
             let w = sink.write(records).await?;
             written += records.len() - w.rejected.len();
             failures.extend(w.rejected.into_iter().map(|r| Failure {
-                position: records[r.index].position().to_owned(),
+                position: records[r.index].position(),
                 message: format!("{name} cannot write it: {}", r.message),
                 plugin: None,
             }));

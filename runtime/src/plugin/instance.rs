@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, Result};
 use bytes::Bytes;
-use sluice_sdk::wire;
+use sluice_wire as wire;
 use wasmtime::{Store, Trap};
 
 use super::bindings::{source::Source, transform::Transform, HostState};
 use super::{Plugin, Pre};
-use crate::record::Record;
+use crate::record::{Origin, Record};
 
 /// Why a whole batch failed. Each input record's own failure is an outcome, not this.
 #[derive(Debug, thiserror::Error)]
@@ -187,7 +187,7 @@ fn put_record(buf: &mut Vec<u8>, r: &Record) {
             value: &r.value,
             headers: &r.headers,
             timestamp_ms: r.timestamp_ms,
-            origin: r.origin.as_deref(),
+            origin: r.origin.as_ref().map(|o| o as &dyn std::fmt::Display),
             output: None,
         },
     );
@@ -297,7 +297,7 @@ impl SourceInstance {
                     .iter()
                     .map(|m| {
                         let mut record = to_record(&buf, m);
-                        record.origin = m.origin.map(Arc::from);
+                        record.origin = m.origin.map(Origin::from);
                         record
                     })
                     .collect())

@@ -11,10 +11,12 @@ pub struct Counter {
 
 impl Source for Counter {
     /// Called once per instance with the pipeline's settings (`--set interval_ms=500`).
-    fn init(config: &Config) -> Result<Self, String> {
+    fn init(config: &Config) -> Result<Self, Error> {
         let interval_ms = config.parse::<i64>("interval_ms")?.unwrap_or(1000);
         if interval_ms <= 0 {
-            return Err(format!("interval_ms={interval_ms} must be > 0 (milliseconds)"));
+            return Err(Error::new(format!(
+                "interval_ms={interval_ms} must be > 0 (milliseconds)"
+            )));
         }
         Ok(Counter {
             interval_ms,
@@ -38,7 +40,7 @@ impl Source for Counter {
     }
 }
 
-sluice_sdk::source!(wit: "wit", source: Counter);
+sluice_sdk::source!(Counter);
 
 // The logic is plain Rust: `cargo test` runs these natively, without wasm.
 #[cfg(test)]

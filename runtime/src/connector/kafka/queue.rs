@@ -8,7 +8,6 @@
 //! destroys them, so no hook ever touches a destroyed queue. A fetched message is owned by one
 //! `FetchedMessage` and destroyed exactly once; records copy what they keep out of it.
 
-use std::fmt::Write as _;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
@@ -20,7 +19,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
 
 use super::KafkaContext;
-use crate::record::Record;
+use crate::record::{Origin, Record};
 
 /// The handles of a source's partition queues (indexed by partition) and of the queue they
 /// forward to while assigned.
@@ -181,11 +180,12 @@ impl Drop for FetchedMessage {
 
 /// Copies a message out of librdkafka. Keys and values of one poll burst share one buffer
 /// (`arena`), so a record costs no allocation of its own for them.
+/// `partition` is `TOPIC/PARTITION`, shared by the records of a partition (the origin adds
+/// `@OFFSET` when shown).
 pub(super) fn to_record(
     m: &rdsys::rd_kafka_message_t,
-    topic: &str,
+    partition: &Arc<str>,
     arena: &mut BytesMut,
-    origin: &mut String,
 ) -> Record {
     let mut copy = |bytes: &[u8]| {
         if arena.capacity() - arena.len() < bytes.len() {
@@ -222,14 +222,12 @@ pub(super) fn to_record(
     // SAFETY: reads `m`'s own fields.
     let timestamp = unsafe { rdsys::rd_kafka_message_timestamp(m, &mut kind) };
     let known = kind != rdsys::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
-    origin.clear();
-    let _ = write!(origin, "{topic}/{}@{}", m.partition, m.offset);
     Record {
         key,
         value,
         headers,
         timestamp_ms: known.then_some(timestamp),
-        origin: Some(Arc::from(origin.as_str())),
+        origin: Some(Origin::At(partition.clone(), '@', m.offset.max(0) as u64)),
         output: None,
     }
 }

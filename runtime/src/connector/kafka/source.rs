@@ -152,7 +152,9 @@ fn poll(
     tx: &mpsc::Sender<Polled>,
 ) {
     let max = batch_size * POLL_BATCHES;
-    let (mut arena, mut origin) = (BytesMut::new(), String::new());
+    let mut arena = BytesMut::new();
+    // `TOPIC/PARTITION` per partition, shared by the origins of its records.
+    let mut partitions: BTreeMap<i32, Arc<str>> = BTreeMap::new();
     let mut burst = Vec::with_capacity(max);
     while !stop.load(Ordering::Relaxed) {
         // Per partition: the batch being filled, and how many of the burst's records are still
@@ -163,9 +165,10 @@ fn poll(
             let (batch, to_come) = open
                 .entry(m.partition)
                 .or_insert_with(|| (Polled::new(m.partition, 0), 0));
-            batch
-                .records
-                .push(to_record(m, topic, &mut arena, &mut origin));
+            let partition = partitions
+                .entry(m.partition)
+                .or_insert_with(|| format!("{topic}/{}", m.partition).into());
+            batch.records.push(to_record(m, partition, &mut arena));
             batch.offsets.push(m.offset);
             *to_come = to_come.saturating_sub(1);
             if batch.records.len() == batch_size {

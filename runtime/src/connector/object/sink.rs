@@ -257,7 +257,7 @@ impl Sink for ObjectSink {
                 return Ok(Written::done(rejected));
             }
             if p.first_position.is_none() {
-                p.first_position = first_kept.map(|i| records[i].position().to_owned());
+                p.first_position = first_kept.map(|i| records[i].position());
                 p.opened = Some(Instant::now());
             }
             p.records += added;

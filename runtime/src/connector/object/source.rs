@@ -16,7 +16,7 @@ use crate::connector::{BoxFuture, RecordError, Source, SourceBatch};
 use crate::context::Context;
 use crate::format::{jsonl, parquet as pq};
 use crate::health::{Cause, Health};
-use crate::record::Record;
+use crate::record::{Origin, Record};
 
 enum Rows {
     Parquet(pq::ParquetRows),
@@ -251,7 +251,7 @@ impl Source for ObjectSource {
                         .map(|(i, value)| Record {
                             key: Some(object.key_bytes.clone()),
                             value,
-                            origin: Some(Arc::from(format!("{}#{}", object.key, first + i as u64))),
+                            origin: Some(Origin::At(object.key.clone(), '#', first + i as u64)),
                             ..Default::default()
                         })
                         .collect();

@@ -51,7 +51,8 @@ pub struct MessageParts<'m, H, V> {
     pub value: &'m [u8],
     pub headers: &'m [(H, V)],
     pub timestamp_ms: Option<i64>,
-    pub origin: Option<&'m str>,
+    /// Written straight into the buffer (a `&str`, or a value formatted on the spot).
+    pub origin: Option<&'m dyn fmt::Display>,
     pub output: Option<&'m str>,
 }
 
@@ -85,7 +86,11 @@ pub fn put_message<H: AsRef<str>, V: AsRef<[u8]>>(buf: &mut Vec<u8>, m: &Message
         put_bytes(buf, value.as_ref());
     }
     if let Some(origin) = m.origin {
-        put_bytes(buf, origin.as_bytes());
+        let at = begin_count(buf);
+        // Writing into a Vec cannot fail.
+        let _ = std::io::Write::write_fmt(buf, format_args!("{origin}"));
+        let len = len_u32(buf.len() - at - 4);
+        buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
     }
     if let Some(output) = m.output {
         put_bytes(buf, output.as_bytes());
@@ -101,7 +106,7 @@ pub fn put_message_ref(buf: &mut Vec<u8>, m: &MessageRef<'_>) {
             value: m.value,
             headers: &m.headers,
             timestamp_ms: m.timestamp_ms,
-            origin: m.origin,
+            origin: m.origin.as_ref().map(|o| o as &dyn fmt::Display),
             output: m.output,
         },
     );
