@@ -133,11 +133,13 @@ pub(super) async fn work(
             for failure in failures {
                 metrics.records_failed.fetch_add(1, Relaxed);
                 match policy {
-                    // The batch is not acknowledged: a restart reads it again.
                     ErrorPolicy::Fail => {
+                        // The outputs of the records before it are made durable before the run
+                        // stops, but the batch is not acknowledged: a restart reads it again.
+                        let _ = acks.send((durables, None)).await;
                         return Err(anyhow!(
                             "{failure} (use --on-error skip to skip bad records)"
-                        ))
+                        ));
                     }
                     ErrorPolicy::Skip => tracing::warn!("skipped {failure}"),
                     ErrorPolicy::Dlq => tracing::warn!("dead-lettered {failure}"),

@@ -7,6 +7,7 @@ pub mod inspect;
 mod instance;
 mod limits;
 mod swap;
+mod watch;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -23,7 +24,8 @@ pub use bindings::HostState;
 pub use cache::ArtifactCache;
 pub use instance::{BatchError, Processed, SourceInstance, TransformInstance};
 pub use limits::{Capabilities, Limits, EPOCH_TICK};
-pub use swap::{watch_files, PluginSlot, RollbackPolicy, SlotCounters, SlotView, Stage, Version};
+pub use swap::{PluginSlot, RollbackPolicy, SlotCounters, SlotView, Stage, Version};
+pub use watch::watch_files;
 
 /// The contract version plugins are checked against.
 pub const CONTRACT: &str = "sluice:plugin@0.1.0";

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The embedded default's hot path: N mock sessions, stdin -> enrich.wasm -> stdout, against the
+# same rule as a plain CPython script over the same lines, in interleaved rounds (medians).
+# BASE=/path/to/another/runtime adds that binary as a contender (e.g. a build of an older commit).
+# Usage: scripts/bench-stdio.sh [N] [ROUNDS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+[ -x /usr/bin/time ] || apt-get install -y -qq time >/dev/null
+N=${1:-500000}
+ROUNDS=${2:-3}
+bash scripts/build-plugins.sh >/dev/null 2>&1
+cargo build --quiet --release -p sluice-runtime
+T=${CARGO_TARGET_DIR:-$PWD/target}
+R=$T/release/runtime
+ENRICH=$T/wasm32-wasip2/release/enrich.wasm
+DIR=$(mktemp -d)
+trap 'rm -rf "$DIR"' EXIT
+
+$R run --log warn --plugin "$T/wasm32-wasip2/release/mock.wasm" --set seed=1 --rate 0 \
+  --count "$N" >"$DIR/sessions.jsonl"
+# Warm the compile cache so every contender is timed running, not compiling.
+head -1 "$DIR/sessions.jsonl" | $R run --log warn --plugin "$ENRICH" >/dev/null
+
+# Prints "wall_s cpu_s" of a command whose stdin is the sessions and whose stdout is discarded.
+timed() {
+  /usr/bin/time -f '%e %U %S' -o "$DIR/time" "$@" <"$DIR/sessions.jsonl" >/dev/null
+  awk '{ printf "%.3f %.3f\n", $1, $2 + $3 }' "$DIR/time"
+}
+
+contenders=("runtime:$R run --log warn --plugin $ENRICH")
+[ -n "${BASE:-}" ] && contenders+=("base:$BASE run --log warn --plugin $ENRICH")
+contenders+=("cpython:python3 scripts/bench/enrich_lines.py")
+
+for round in $(seq "$ROUNDS"); do
+  for c in "${contenders[@]}"; do
+    name=${c%%:*}
+    # shellcheck disable=SC2086
+    echo "$name $(timed ${c#*:})" >>"$DIR/results"
+  done
+done
+
+median() { grep "^$1 " "$DIR/results" | awk '{ print $'"$2"' }' | sort -n | sed -n "$(((ROUNDS + 1) / 2))p"; }
+py=$(median cpython 2)
+printf '%-8s %8s %8s %12s %10s\n' contender wall_s cpu_s records_per_s vs_cpython
+for c in "${contenders[@]}"; do
+  name=${c%%:*}
+  wall=$(median "$name" 2) cpu=$(median "$name" 3)
+  printf '%-8s %8.3f %8.3f %12.0f %9.1fx\n' "$name" "$wall" "$cpu" "$(awk "BEGIN { print $N / $wall }")" \
+    "$(awk "BEGIN { print $py / $wall }")"
+done
+echo "rounds (name wall_s cpu_s):"
+cat "$DIR/results"
