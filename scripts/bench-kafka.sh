@@ -11,6 +11,8 @@
 # in memory and slows down as they grow, so a shared broker favours whoever runs first. The Rust
 # contenders run ROUNDS times, interleaved, and the medians are compared (one run on a shared
 # 2-core machine swings by +-10%). Usage: scripts/bench-kafka.sh [N] [ROUNDS]
+# BASE=DIR adds another build as a contender in the same rounds (DIR/runtime and DIR/enrich.wasm,
+# e.g. copied from a checkout of an older commit): before/after on the same machine and broker.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,13 +51,20 @@ fresh() {
   fill=$(span "$LOGS/fill.log" "producing" "done")
 }
 
-runtime_spans=() copy_lines=() native_lines=()
+runtime_spans=() base_spans=() copy_lines=() native_lines=()
 for r in $(seq "$ROUNDS"); do
   echo "round $r/$ROUNDS: runtime (Kafka -> enrich.wasm -> Kafka)"
   fresh
   $R run --source "kafka://$B/in?group=runtime&prop.session.timeout.ms=6000" --plugin $W/enrich.wasm \
     --sink "kafka://$B/out" --count "$N" 2>"$LOGS/runtime-$r.log"
   runtime_spans+=("$(span "$LOGS/runtime-$r.log" "first records read" "every output durable")")
+  if [ -n "${BASE:-}" ]; then
+    echo "round $r/$ROUNDS: base build ($BASE)"
+    fresh
+    "$BASE/runtime" run --source "kafka://$B/in?group=base&prop.session.timeout.ms=6000" \
+      --plugin "$BASE/enrich.wasm" --sink "kafka://$B/out" --count "$N" 2>"$LOGS/base-$r.log"
+    base_spans+=("$(span "$LOGS/base-$r.log" "first records read" "every output durable")")
+  fi
   echo "round $r/$ROUNDS: raw copy (Rust, same client settings, no plugin)"
   fresh
   copy_lines+=("$(target/release/kafka_copy "$B" in out copy "$N")")
@@ -67,7 +76,7 @@ echo "python loop (confluent-kafka)"
 fresh
 python_line=$("$VENV/bin/python" scripts/bench/python_enrich.py "$B" in out python "$N")
 
-python3 - "$N" "$fill" "$python_line" "${runtime_spans[*]}" "$(printf '%s|' "${copy_lines[@]}")" "$(printf '%s|' "${native_lines[@]}")" <<'PY'
+python3 - "$N" "$fill" "$python_line" "${runtime_spans[*]}" "$(printf '%s|' "${copy_lines[@]}")" "$(printf '%s|' "${native_lines[@]}")" "${base_spans[*]}" <<'PY'
 import re, statistics, sys
 n, fill, python_line = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
 rate = lambda line: float(re.search(r"= (\d+) records/s", line).group(1))
@@ -83,4 +92,8 @@ print(f"runtime (Kafka -> enrich -> Kafka): {rt:8.0f} records/s{each(runtimes)}"
 print(f"raw copy (Rust, no plugin):       {copy:10.0f} records/s   runtime/raw = {rt / copy:.2f}{each(copies)}")
 print(f"native enrich (Rust, compiled in): {native:9.0f} records/s   runtime/native = {rt / native:.2f}, native/raw = {native / copy:.2f}{each(natives)}")
 print(f"python loop (confluent-kafka):    {python:10.0f} records/s   runtime/python = {rt / python:.2f}")
+bases = [n / float(s) for s in sys.argv[7].split()]
+if bases:
+    base = statistics.median(bases)
+    print(f"base build (same job):            {base:10.0f} records/s   runtime/base = {rt / base:.2f}{each(bases)}")
 PY

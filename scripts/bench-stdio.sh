@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The embedded default's hot path: N mock sessions, stdin -> enrich.wasm -> stdout, against the
 # same rule as a plain CPython script over the same lines, in interleaved rounds (medians).
-# BASE=/path/to/another/runtime adds that binary as a contender (e.g. a build of an older commit).
+# BASE=DIR adds another build as a contender (DIR/runtime with DIR/enrich.wasm, e.g. copied from
+# a checkout of an older commit): before/after in the same run.
 # Usage: scripts/bench-stdio.sh [N] [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,8 +20,6 @@ trap 'rm -rf "$DIR"' EXIT
 
 $R run --log warn --plugin "$T/wasm32-wasip2/release/mock.wasm" --set seed=1 --rate 0 \
   --count "$N" >"$DIR/sessions.jsonl"
-# Warm the compile cache so every contender is timed running, not compiling.
-head -1 "$DIR/sessions.jsonl" | $R run --log warn --plugin "$ENRICH" >/dev/null
 
 # Prints "wall_s cpu_s" of a command whose stdin is the sessions and whose stdout is discarded.
 timed() {
@@ -29,8 +28,13 @@ timed() {
 }
 
 contenders=("runtime:$R run --log warn --plugin $ENRICH")
-[ -n "${BASE:-}" ] && contenders+=("base:$BASE run --log warn --plugin $ENRICH")
+[ -n "${BASE:-}" ] && contenders+=("base:$BASE/runtime run --log warn --plugin $BASE/enrich.wasm")
 contenders+=("cpython:python3 scripts/bench/enrich_lines.py")
+# Warm the compile caches so every contender is timed running, not compiling.
+for c in "${contenders[@]}"; do
+  # shellcheck disable=SC2086
+  head -1 "$DIR/sessions.jsonl" | ${c#*:} >/dev/null
+done
 
 for round in $(seq "$ROUNDS"); do
   for c in "${contenders[@]}"; do

@@ -34,8 +34,9 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a pipeline: a source (a source plugin, stdin or Kafka) -> transform plugins -> a sink
-    /// (stdout or Kafka).
+    /// Run a pipeline: a source (a source plugin, stdin, Kafka, a bucket or directory) ->
+    /// transform plugins -> a sink (stdout, Kafka, a bucket or directory) and named outputs; or
+    /// every pipeline of a pipelines file (--config).
     Run(Box<sluice::config::RunArgs>),
     /// Run a plugin on golden cases (inputs and expected outputs as JSON lines) and compare,
     /// record by record; exits non-zero on any difference.

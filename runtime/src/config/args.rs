@@ -18,12 +18,14 @@ pub struct RunArgs {
     #[arg(long = "plugin", value_name = "FILE")]
     pub plugins: Vec<PathBuf>,
 
-    /// Where records come from: `stdin` (JSON lines) or kafka://HOST:PORT/TOPIC?group=GROUP.
-    /// Default: stdin, unless the first plugin is a source.
+    /// Where records come from: `stdin` (JSON lines), kafka://HOST:PORT/TOPIC?group=GROUP,
+    /// s3://BUCKET/PREFIX?endpoint=URL&format=parquet|jsonl, file://DIR?format=... or
+    /// mem://NAME. Default: stdin, unless the first plugin is a source.
     #[arg(long, value_name = "URI")]
     pub source: Option<String>,
 
-    /// Where records go: `stdout` (JSON lines) or kafka://HOST:PORT/TOPIC.
+    /// Where records go: `stdout` (JSON lines), kafka://HOST:PORT/TOPIC,
+    /// s3://BUCKET/PREFIX?endpoint=URL&format=parquet|jsonl, file://DIR?format=... or mem://NAME.
     #[arg(long, value_name = "URI", default_value = "stdout")]
     pub sink: String,
 
@@ -117,8 +119,9 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     pub progress_secs: u64,
 
-    /// Serve Prometheus metrics (GET /metrics) and GET /health on this loopback address, e.g.
-    /// 127.0.0.1:9902 (the admin address serves them too).
+    /// Serve Prometheus metrics (GET /metrics), GET /health (200 while every pipeline runs, 503
+    /// naming what is wrong) and GET /ready on this loopback address, e.g. 127.0.0.1:9902 (the
+    /// admin address serves them too).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
 
