@@ -73,28 +73,30 @@ fn retrying_on(endpoint: &str) -> impl Fn(u16, &Value) -> bool + '_ {
     }
 }
 
-#[test]
-fn a_paused_broker_makes_health_503_naming_the_endpoint_and_200_after() {
-    let broker = PrivateBroker::start();
-    let topic = unique("health");
-    create_topic(&broker.addr, &topic, 2);
+/// Runs the generator into `sink`, waits for health and readiness, then checks that `outage`
+/// turns /health to 503 naming the pipeline and `endpoint` within `within`, and that `recover`
+/// brings it back to 200.
+fn health_through_an_outage(
+    sink: &str,
+    endpoint: &str,
+    within: Duration,
+    outage: impl FnOnce(),
+    recover: impl FnOnce(),
+) {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("log");
     let addr = free_addr();
-    let sink = sink_uri(&broker.addr, &topic);
-    let mut child = generator(&sink, &addr, &log);
+    let mut child = generator(sink, &addr, &log);
     let minute = Duration::from_secs(60);
     await_answer(&addr, "/health", minute, &log, healthy);
     await_answer(&addr, "/ready", minute, &log, |s, b| {
         s == 200 && b["ready"] == true
     });
-
-    broker.signal("-STOP");
-    let body = await_answer(&addr, "/health", minute, &log, retrying_on(&sink));
-    eprintln!("paused broker: {body}");
-    broker.signal("-CONT");
+    outage();
+    let body = await_answer(&addr, "/health", within, &log, retrying_on(endpoint));
+    eprintln!("during the outage: {body}");
+    recover();
     await_answer(&addr, "/health", minute, &log, healthy);
-
     signal(&child, "-TERM");
     assert!(
         wait_exit(&mut child, minute, &log).success(),
@@ -104,36 +106,33 @@ fn a_paused_broker_makes_health_503_naming_the_endpoint_and_200_after() {
 }
 
 #[test]
-fn a_stopped_s3_server_makes_health_503_naming_the_endpoint_and_200_after() {
-    let mut server = s3::PrivateServer::start();
-    let prefix = unique("health");
-    let sink = s3::uri(&server.addr, &prefix, "format=jsonl&roll=500ms");
-    let endpoint = sink.split('?').next().unwrap().to_owned();
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("log");
-    let addr = free_addr();
-    let mut child = generator(&sink, &addr, &log);
-    let minute = Duration::from_secs(60);
-    await_answer(&addr, "/health", minute, &log, healthy);
-
-    server.kill();
-    // The store's retries (about 30 s in all) outlast the time it takes to say so.
-    let body = await_answer(
-        &addr,
-        "/health",
-        Duration::from_secs(20),
-        &log,
-        retrying_on(&endpoint),
+fn a_paused_broker_makes_health_503_naming_the_endpoint_and_200_after() {
+    let broker = PrivateBroker::start();
+    let topic = unique("health");
+    create_topic(&broker.addr, &topic, 2);
+    let sink = sink_uri(&broker.addr, &topic);
+    health_through_an_outage(
+        &sink,
+        &sink,
+        Duration::from_secs(60),
+        || broker.signal("-STOP"),
+        || broker.signal("-CONT"),
     );
-    eprintln!("stopped S3 server: {body}");
-    server.restart();
-    await_answer(&addr, "/health", minute, &log, healthy);
+}
 
-    signal(&child, "-TERM");
-    assert!(
-        wait_exit(&mut child, minute, &log).success(),
-        "{}",
-        log_of(&log)
+#[test]
+fn a_stopped_s3_server_makes_health_503_naming_the_endpoint_and_200_after() {
+    let server = std::cell::RefCell::new(s3::PrivateServer::start());
+    let prefix = unique("health");
+    let sink = s3::uri(&server.borrow().addr, &prefix, "format=jsonl&roll=500ms");
+    let endpoint = sink.split('?').next().unwrap().to_owned();
+    // The store's retries (about 30 s in all) outlast the time it takes to say so.
+    health_through_an_outage(
+        &sink,
+        &endpoint,
+        Duration::from_secs(20),
+        || server.borrow_mut().kill(),
+        || server.borrow_mut().restart(),
     );
 }
 

@@ -173,27 +173,6 @@ fn enrich_100k_records_topic_to_topic_exactly_and_in_order() {
     }
 }
 
-/// A generator feeding `topic` at `rate` for `count` records, in the background.
-fn feed(b: &str, topic: &str, rate: u32, count: u32, seed: u32, log: &Path) -> Child {
-    let mock = plugin("mock");
-    spawn(
-        &[
-            "run",
-            "--plugin",
-            mock.to_str().unwrap(),
-            "--sink",
-            &sink_uri(b, topic),
-            "--rate",
-            &rate.to_string(),
-            "--count",
-            &count.to_string(),
-            "--set",
-            &format!("seed={seed}"),
-        ],
-        log,
-    )
-}
-
 fn enricher(b: &str, input: &str, output: &str, group: &str, log: &Path) -> Child {
     let enrich = plugin("enrich");
     spawn(

@@ -199,17 +199,7 @@ fn parquet_columns_can_be_given_by_example_records() {
 
 /// Runs a Python `script` (with pyarrow) on `file`; what it prints, as JSON rows.
 fn pyarrow(script: &str, file: &Path) -> Vec<Value> {
-    let out = Command::new(s3::python())
-        .args(["-c", script])
-        .arg(file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "pyarrow: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    s3::pyarrow(script, &[file.to_str().unwrap()])
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::kafka::*;
 use common::process::*;
-use common::{json_lines, plugin, run, s3, stderr, stdout};
+use common::{plugin, run, s3, stderr, stdout};
 use serde_json::Value;
 
 #[test]
@@ -85,28 +85,6 @@ fn router(source: &str, sink: &str, rejected: &str, log: &Path) -> std::process:
     )
 }
 
-/// Starts writing `n` mock sessions into `topic` at 10 000 a second, so that a router started
-/// beside it is mid-stream for several seconds.
-fn feed(b: &str, topic: &str, n: usize, dir: &Path) -> std::process::Child {
-    let mock = plugin("mock");
-    spawn(
-        &[
-            "run",
-            "--plugin",
-            mock.to_str().unwrap(),
-            "--sink",
-            &sink_uri(b, topic),
-            "--rate",
-            "10000",
-            "--count",
-            &n.to_string(),
-            "--set",
-            "seed=21",
-        ],
-        &dir.join("gen.log"),
-    )
-}
-
 /// Waits for the feed to end; returns the session ids it wrote.
 fn fed(
     b: &str,
@@ -162,34 +140,33 @@ fn assert_all_routed(input: &HashSet<String>, accepted: &[String], rejected: &[S
     );
 }
 
-#[test]
-fn rejected_sessions_get_their_own_topic_and_a_kill_9_loses_nothing() {
+/// Feeds `n` sessions into a fresh 4-partition topic while the router runs with `sink` and
+/// `rejected` as outputs, kill -9 once mid-stream; then, once `read` (accepted, rejected) holds
+/// them all, checks that every session went to the right place and none was lost.
+fn route_through_a_kill_9(
+    n: usize,
+    sink: &str,
+    rejected: &str,
+    read: impl Fn() -> (Vec<Value>, Vec<Value>),
+) {
     let b = broker();
-    let (input, accepted, rejected) = (unique("out-in"), unique("out-ok"), unique("out-rej"));
-    for t in [&input, &accepted, &rejected] {
-        create_topic(&b, t, 4);
-    }
+    let input = unique("routed-in");
+    create_topic(&b, &input, 4);
     let dir = tempfile::tempdir().unwrap();
-    let n = 100_000;
-    let generator = feed(&b, &input, n, dir.path());
-    let source = source_uri(&b, &input, &unique("router"));
-    let mut second = kill_9_once(
-        &source,
-        &sink_uri(&b, &accepted),
-        &sink_uri(&b, &rejected),
-        dir.path(),
+    let generator = feed(
+        &b,
+        &input,
+        10_000,
+        n as u32,
+        21,
+        &dir.path().join("gen.log"),
     );
+    let source = source_uri(&b, &input, &unique("router"));
+    let mut second = kill_9_once(&source, sink, rejected, dir.path());
     let ids = fed(&b, &input, n, generator, dir.path());
-    // Both topics together hold every session once the router has caught up.
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     let (ok, rej) = loop {
-        let read = |t: &str| {
-            read_topic(&b, t, 1, Duration::from_secs(1), Duration::from_secs(20))
-                .into_iter()
-                .map(|(_, _, v, _)| serde_json::from_str::<Value>(&v).unwrap())
-                .collect::<Vec<_>>()
-        };
-        let (ok, rej) = (read(&accepted), read(&rejected));
+        let (ok, rej) = read();
         if ok.len() + rej.len() >= n || std::time::Instant::now() > deadline {
             break (ok, rej);
         }
@@ -200,6 +177,27 @@ fn rejected_sessions_get_their_own_topic_and_a_kill_9_loses_nothing() {
         &ids,
         &statuses(&ok, "accepted"),
         &statuses(&rej, "rejected"),
+    );
+}
+
+#[test]
+fn rejected_sessions_get_their_own_topic_and_a_kill_9_loses_nothing() {
+    let b = broker();
+    let (accepted, rejected) = (unique("out-ok"), unique("out-rej"));
+    for t in [&accepted, &rejected] {
+        create_topic(&b, t, 4);
+    }
+    let read = |t: &str| {
+        read_topic(&b, t, 1, Duration::from_secs(1), Duration::from_secs(20))
+            .into_iter()
+            .map(|(_, _, v, _)| serde_json::from_str::<Value>(&v).unwrap())
+            .collect::<Vec<_>>()
+    };
+    route_through_a_kill_9(
+        100_000,
+        &sink_uri(&b, &accepted),
+        &sink_uri(&b, &rejected),
+        || (read(&accepted), read(&rejected)),
     );
 }
 
@@ -216,56 +214,16 @@ for f in sorted(i.path for i in infos if i.path.endswith(".parquet")):
     rows.extend(pq.read_table(f, filesystem=s3).to_pylist())
 print(json.dumps(rows))
 "#;
-    let out = std::process::Command::new(s3::python())
-        .args([
-            "-c",
-            script,
-            &s3::server(),
-            &format!("{}/{prefix}", s3::BUCKET),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "pyarrow: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    json_lines(&String::from_utf8(out.stdout).unwrap())
-        .pop()
-        .and_then(|v| v.as_array().cloned())
-        .unwrap_or_default()
+    let bucket_prefix = format!("{}/{prefix}", s3::BUCKET);
+    s3::pyarrow(script, &[&s3::server(), &bucket_prefix])
 }
 
 #[test]
 fn rejected_sessions_get_their_own_prefix_and_a_kill_9_loses_nothing() {
-    let (b, server) = (broker(), s3::server());
-    let input = unique("outb-in");
-    create_topic(&b, &input, 4);
-    let dir = tempfile::tempdir().unwrap();
-    let n = 60_000;
-    let generator = feed(&b, &input, n, dir.path());
     let prefix = unique("routed");
     let (ok_prefix, rej_prefix) = (format!("{prefix}/accepted"), format!("{prefix}/rejected"));
-    let bucket = |p: &str| s3::uri(&server, p, "format=parquet&roll=1s");
-    let mut second = kill_9_once(
-        &source_uri(&b, &input, &unique("router")),
-        &bucket(&ok_prefix),
-        &bucket(&rej_prefix),
-        dir.path(),
-    );
-    let ids = fed(&b, &input, n, generator, dir.path());
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    let (ok, rej) = loop {
-        std::thread::sleep(Duration::from_secs(2));
-        let (ok, rej) = (pyarrow_rows(&ok_prefix), pyarrow_rows(&rej_prefix));
-        if ok.len() + rej.len() >= n || std::time::Instant::now() > deadline {
-            break (ok, rej);
-        }
-    };
-    terminate(&mut second, &dir.path().join("second.log"));
-    assert_all_routed(
-        &ids,
-        &statuses(&ok, "accepted"),
-        &statuses(&rej, "rejected"),
-    );
+    let bucket = |p: &str| s3::uri(&s3::server(), p, "format=parquet&roll=1s");
+    route_through_a_kill_9(60_000, &bucket(&ok_prefix), &bucket(&rej_prefix), || {
+        (pyarrow_rows(&ok_prefix), pyarrow_rows(&rej_prefix))
+    });
 }

@@ -323,48 +323,32 @@ pub mod __bindings {
     }
 }
 
+/// Routes [`log`] to a world's `host.log` import. Each world has its own bindings, so a plugin
+/// links those of its world only.
 #[cfg(target_arch = "wasm32")]
-impl __bindings::transform::sluice::plugin::host::Level {
-    fn of(level: Level) -> Self {
-        match level {
-            Level::Trace => Self::Trace,
-            Level::Debug => Self::Debug,
-            Level::Info => Self::Info,
-            Level::Warn => Self::Warn,
-            Level::Error => Self::Error,
+macro_rules! log_to_host {
+    ($name:ident, $world:ident) => {
+        #[doc(hidden)]
+        pub fn $name() {
+            use __bindings::$world::sluice::plugin::host::{self, Level as L};
+            __set_logger(|level, message| {
+                let level = match level {
+                    Level::Trace => L::Trace,
+                    Level::Debug => L::Debug,
+                    Level::Info => L::Info,
+                    Level::Warn => L::Warn,
+                    Level::Error => L::Error,
+                };
+                host::log(level, message)
+            });
         }
-    }
+    };
 }
 
 #[cfg(target_arch = "wasm32")]
-impl __bindings::source::sluice::plugin::host::Level {
-    fn of(level: Level) -> Self {
-        match level {
-            Level::Trace => Self::Trace,
-            Level::Debug => Self::Debug,
-            Level::Info => Self::Info,
-            Level::Warn => Self::Warn,
-            Level::Error => Self::Error,
-        }
-    }
-}
-
-/// Routes [`log`] to the `host.log` import of the transform world (each world uses its own
-/// bindings, so a plugin links those of its world only).
+log_to_host!(__log_to_transform_host, transform);
 #[cfg(target_arch = "wasm32")]
-#[doc(hidden)]
-pub fn __log_to_transform_host() {
-    use __bindings::transform::sluice::plugin::host;
-    __set_logger(|level, message| host::log(host::Level::of(level), message));
-}
-
-/// The same for the source world.
-#[cfg(target_arch = "wasm32")]
-#[doc(hidden)]
-pub fn __log_to_source_host() {
-    use __bindings::source::sluice::plugin::host;
-    __set_logger(|level, message| host::log(host::Level::of(level), message));
-}
+log_to_host!(__log_to_source_host, source);
 
 /// Exports a transform as the plugin's `transform` world. Either a function, with an optional
 /// `init` that reads the settings:

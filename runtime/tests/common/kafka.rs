@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -255,4 +255,25 @@ impl Drop for PrivateBroker {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A generator feeding `topic` at `rate` for `count` records, in the background.
+pub fn feed(b: &str, topic: &str, rate: u32, count: u32, seed: u32, log: &Path) -> Child {
+    let mock = super::plugin("mock");
+    super::process::spawn(
+        &[
+            "run",
+            "--plugin",
+            mock.to_str().unwrap(),
+            "--sink",
+            &sink_uri(b, topic),
+            "--rate",
+            &rate.to_string(),
+            "--count",
+            &count.to_string(),
+            "--set",
+            &format!("seed={seed}"),
+        ],
+        log,
+    )
 }

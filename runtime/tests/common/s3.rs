@@ -38,6 +38,21 @@ pub fn python() -> PathBuf {
     script_output("python")
 }
 
+/// Runs a pyarrow `script` with `args` and returns the JSON list it prints.
+pub fn pyarrow(script: &str, args: &[&str]) -> Vec<serde_json::Value> {
+    let out = Command::new(python())
+        .args(["-c", script])
+        .args(args)
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "pyarrow: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("the script prints a JSON list")
+}
+
 /// `s3://sluice-test/PREFIX?endpoint=...&PARAMS`
 pub fn uri(server: &str, prefix: &str, params: &str) -> String {
     format!("s3://{BUCKET}/{prefix}?endpoint=http://{server}&{params}")
