@@ -29,6 +29,20 @@ pub fn write_line(value: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
     Ok(())
 }
 
+/// The bytes that end a run of plain string content: the closing quote, an escape, and the
+/// control characters JSON forbids raw.
+const STRING_STOP: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = true;
+        b += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
+
 /// Nesting serde_json refuses past (its recursion limit); deeper text is left to it.
 const MAX_DEPTH: u32 = 127;
 
@@ -111,30 +125,32 @@ impl Cursor<'_> {
         true
     }
 
-    /// A string: no raw control characters, only JSON's escapes.
+    /// A string: no raw control characters, only JSON's escapes. One pass over the bytes with
+    /// a table (strings in records are short: a vectorised search costs more to set up).
     fn string(&mut self) -> bool {
-        self.i += 1; // the opening quote
+        let s = self.s;
+        let mut i = self.i + 1; // past the opening quote
         loop {
-            let rest = &self.s[self.i..];
-            let Some(n) = memchr::memchr2(b'"', b'\\', rest) else {
-                return false;
-            };
-            if rest[..n].iter().any(|&b| b < 0x20) {
-                return false;
+            while i < s.len() && !STRING_STOP[s[i] as usize] {
+                i += 1;
             }
-            self.i += n + 1;
-            if rest[n] == b'"' {
-                return true;
-            }
-            match self.peek() {
-                Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.i += 1,
-                Some(b'u') => {
-                    let hex = self.s.get(self.i + 1..self.i + 5);
-                    if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
-                        return false;
-                    }
-                    self.i += 5;
+            match s.get(i) {
+                Some(b'"') => {
+                    self.i = i + 1;
+                    return true;
                 }
+                Some(b'\\') => match s.get(i + 1) {
+                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 2,
+                    Some(b'u') => {
+                        let hex = s.get(i + 2..i + 6);
+                        if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                            return false;
+                        }
+                        i += 6;
+                    }
+                    _ => return false,
+                },
+                // A raw control character, or the end of the text.
                 _ => return false,
             }
         }
