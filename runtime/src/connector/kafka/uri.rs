@@ -20,32 +20,27 @@ const USAGE: &str = "expected kafka://HOST:PORT/TOPIC?group=GROUP&prop.NAME=VALU
 
 impl KafkaUri {
     pub fn parse(uri: &str) -> Result<Self> {
-        let (path, mut query) =
-            Query::parse(uri, USAGE).map_err(|e| anyhow::anyhow!("bad Kafka URI {e}"))?;
-        let bad = |query: &Query, why: &str| anyhow::anyhow!("bad Kafka URI {}", query.error(why));
+        Self::parse_parts(uri).map_err(|e| anyhow::anyhow!("bad Kafka URI {e}"))
+    }
+
+    fn parse_parts(uri: &str) -> Result<Self> {
+        let (path, mut query) = Query::parse(uri, USAGE)?;
         let Some(rest) = path.strip_prefix("kafka://") else {
-            return Err(bad(&query, "it does not start with kafka://"));
+            return Err(query.error("it does not start with kafka://"));
         };
         let Some((brokers, topic)) = rest.split_once('/') else {
-            return Err(bad(&query, "no /TOPIC"));
+            return Err(query.error("no /TOPIC"));
         };
         if brokers.is_empty() || brokers.split(',').any(|b| !b.contains(':')) {
-            return Err(bad(&query, "give the broker as HOST:PORT"));
+            return Err(query.error("give the broker as HOST:PORT"));
         }
         let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
         if topic.is_empty() || topic.len() > 249 || !topic.chars().all(valid) {
-            return Err(bad(
-                &query,
-                "the topic name must be 1-249 characters of [a-zA-Z0-9._-]",
-            ));
+            return Err(query.error("the topic name must be 1-249 characters of [a-zA-Z0-9._-]"));
         }
         let group = query.take("group").filter(|g| !g.is_empty());
-        let props = query
-            .take_prefixed("prop.")
-            .map_err(|e| anyhow::anyhow!("bad Kafka URI {e}"))?;
-        query
-            .finish("group, prop.NAME")
-            .map_err(|e| anyhow::anyhow!("bad Kafka URI {e}"))?;
+        let props = query.take_prefixed("prop.")?;
+        query.finish("group, prop.NAME")?;
         Ok(KafkaUri {
             uri: uri.to_owned(),
             brokers: brokers.to_owned(),
