@@ -40,6 +40,19 @@ impl fmt::Display for Origin {
     }
 }
 
+impl sluice_wire::PutText for Origin {
+    fn put_text(&self, buf: &mut Vec<u8>) {
+        match self {
+            Origin::At(prefix, sep, n) => {
+                buf.extend_from_slice(prefix.as_bytes());
+                buf.extend_from_slice(sep.encode_utf8(&mut [0; 4]).as_bytes());
+                sluice_wire::put_decimal(buf, *n);
+            }
+            Origin::Text(text) => buf.extend_from_slice(text.as_bytes()),
+        }
+    }
+}
+
 impl From<&str> for Origin {
     fn from(text: &str) -> Self {
         Origin::Text(text.into())
@@ -72,6 +85,14 @@ mod tests {
         let at = Origin::At("user_sessions/3".into(), '@', 1200);
         assert_eq!(at.to_string(), "user_sessions/3@1200");
         assert_eq!(Origin::from("stdin:7").to_string(), "stdin:7");
+        for (origin, text) in [
+            (&at, "user_sessions/3@1200"),
+            (&Origin::At("k".into(), '#', 0), "k#0"),
+        ] {
+            let mut buf = Vec::new();
+            sluice_wire::PutText::put_text(origin, &mut buf);
+            assert_eq!(buf, text.as_bytes());
+        }
         let mut r = Record::new("v");
         assert_eq!(r.position(), "(unknown position)");
         r.origin = Some(at);

@@ -51,9 +51,36 @@ pub struct MessageParts<'m, H, V> {
     pub value: &'m [u8],
     pub headers: &'m [(H, V)],
     pub timestamp_ms: Option<i64>,
-    /// Written straight into the buffer (a `&str`, or a value formatted on the spot).
-    pub origin: Option<&'m dyn fmt::Display>,
+    /// Written straight into the buffer (a `&str`, or a value that writes itself there).
+    pub origin: Option<&'m dyn PutText>,
     pub output: Option<&'m str>,
+}
+
+/// Text that appends itself (UTF-8) to a buffer: a `&str`, or a value whose parts are written
+/// without first being formatted into a string of their own (the host's record origins).
+pub trait PutText {
+    fn put_text(&self, buf: &mut Vec<u8>);
+}
+
+impl PutText for &str {
+    fn put_text(&self, buf: &mut Vec<u8>) {
+        buf.extend_from_slice(self.as_bytes());
+    }
+}
+
+/// Appends `n` in decimal, without the formatting machinery (this runs once per record).
+pub fn put_decimal(buf: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.extend_from_slice(&digits[at..]);
 }
 
 /// Appends one message to `buf`.
@@ -87,8 +114,7 @@ pub fn put_message<H: AsRef<str>, V: AsRef<[u8]>>(buf: &mut Vec<u8>, m: &Message
     }
     if let Some(origin) = m.origin {
         let at = begin_count(buf);
-        // Writing into a Vec cannot fail.
-        let _ = std::io::Write::write_fmt(buf, format_args!("{origin}"));
+        origin.put_text(buf);
         let len = len_u32(buf.len() - at - 4);
         buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
     }
@@ -106,7 +132,7 @@ pub fn put_message_ref(buf: &mut Vec<u8>, m: &MessageRef<'_>) {
             value: m.value,
             headers: &m.headers,
             timestamp_ms: m.timestamp_ms,
-            origin: m.origin.as_ref().map(|o| o as &dyn fmt::Display),
+            origin: m.origin.as_ref().map(|o| o as &dyn PutText),
             output: m.output,
         },
     );

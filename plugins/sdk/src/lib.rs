@@ -128,7 +128,7 @@ impl<'a> Message<'a> {
                 headers: &self.headers,
                 timestamp_ms: self.timestamp_ms,
                 origin: match (with_origin, &self.origin) {
-                    (true, Some(origin)) => Some(origin as &dyn std::fmt::Display),
+                    (true, Some(origin)) => Some(origin as &dyn wire::PutText),
                     _ => None,
                 },
                 output: self.output.as_deref(),

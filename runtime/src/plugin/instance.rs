@@ -187,7 +187,7 @@ fn put_record(buf: &mut Vec<u8>, r: &Record) {
             value: &r.value,
             headers: &r.headers,
             timestamp_ms: r.timestamp_ms,
-            origin: r.origin.as_ref().map(|o| o as &dyn std::fmt::Display),
+            origin: r.origin.as_ref().map(|o| o as &dyn wire::PutText),
             output: None,
         },
     );
