@@ -39,15 +39,26 @@ impl Sinks {
     }
 
     /// Writes a batch's outputs, each to its sink: those without an output name to the main
-    /// sink, the others to their named output. Returns the failures (records a sink refused)
-    /// and one future for everything being durable.
+    /// sink, the others to their named output. Returns how many were written and a future per
+    /// sink for their durability; records a sink refused become `failures`.
     async fn write(
         &mut self,
-        outputs: &[Record],
+        mut outputs: Vec<Record>,
         failures: &mut Vec<Failure>,
     ) -> Result<(usize, Vec<BoxFuture<'static, Result<()>>>)> {
+        // The chain puts routed records last, each with a name this pipeline has.
         let split = outputs.iter().position(|r| r.output.is_some());
-        let (main, routed) = outputs.split_at(split.unwrap_or(outputs.len()));
+        let routed = outputs.split_off(split.unwrap_or(outputs.len()));
+        let mut per_output: Vec<Vec<Record>> = self.outputs.iter().map(|_| Vec::new()).collect();
+        for r in routed {
+            let to = self
+                .outputs
+                .iter()
+                .position(|(name, _)| r.output.as_deref() == Some(&**name));
+            if let Some(i) = to {
+                per_output[i].push(r);
+            }
+        }
         let mut durables = Vec::new();
         let mut written = 0;
         let mut write = async |sink: &mut Box<dyn Sink>, records: &[Record], name: &str| {
@@ -64,15 +75,9 @@ impl Sinks {
             durables.push(w.durable);
             Ok(())
         };
-        write(&mut self.main, main, "the sink").await?;
-        for (name, sink) in &mut self.outputs {
-            // Routed records are few next to the main stream: a copy per output is cheap.
-            let mine: Vec<Record> = routed
-                .iter()
-                .filter(|r| r.output.as_deref() == Some(&**name))
-                .cloned()
-                .collect();
-            write(sink, &mine, &format!("output `{name}`")).await?;
+        write(&mut self.main, &outputs, "the sink").await?;
+        for ((name, sink), records) in self.outputs.iter_mut().zip(&per_output) {
+            write(sink, records, &format!("output `{name}`")).await?;
         }
         Ok((written, durables))
     }
@@ -114,7 +119,7 @@ pub(super) async fn work(
                 run_chain(&mut chain, batch.records, policy, &names)
             })?;
             metrics.observe_batch(started.elapsed());
-            let (written, mut durables) = sinks.write(&outputs, &mut failures).await?;
+            let (written, mut durables) = sinks.write(outputs, &mut failures).await?;
             metrics.records_out.fetch_add(written as u64, Relaxed);
             if let Some(e) = batch.error {
                 failures.push(Failure {
