@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use opendal::layers::{RetryInterceptor, RetryLayer};
+use opendal::layers::{RetryEvent, RetryInterceptor, RetryLayer};
 use opendal::{ErrorKind, Operator};
 
 use super::{one_line, Format};
@@ -146,6 +146,9 @@ impl ObjectUri {
     /// An operator with retries (bounded exponential backoff, logged); fails if the bucket or
     /// directory cannot be reached or read.
     pub(super) async fn open(&self, ctx: &Context) -> Result<Operator> {
+        // Every operator (local directories too) builds opendal's HTTP client, which needs the
+        // process's TLS provider: rustls with ring (installing it again is refused harmlessly).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let op = match &self.store {
             Store::S3 {
                 bucket,
@@ -247,11 +250,11 @@ struct LogRetry {
 }
 
 impl RetryInterceptor for LogRetry {
-    fn intercept(&self, err: &opendal::Error, dur: Duration) {
+    fn intercept(&self, event: RetryEvent<'_>) {
+        let err = one_line(event.err);
         self.metrics.count_store_retry(&self.uri);
-        self.health
-            .trouble(&self.uri, Cause::Unreachable, one_line(err));
-        tracing::warn!(uri = %self.uri, "object store: {}; retrying in {:.1}s", one_line(err), dur.as_secs_f64());
+        tracing::warn!(uri = %self.uri, attempt = event.attempt, "object store: {err}; retrying in {:.1}s", event.retry_after.as_secs_f64());
+        self.health.trouble(&self.uri, Cause::Unreachable, err);
     }
 }
 
