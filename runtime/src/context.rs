@@ -63,6 +63,17 @@ pub struct EndpointMetrics {
     store_retries: Mutex<BTreeMap<String, u64>>,
     kafka_lag: Mutex<BTreeMap<(String, i32), i64>>,
     kafka_retries: Mutex<BTreeMap<String, u64>>,
+    table_commits: Mutex<BTreeMap<String, TableCommits>>,
+}
+
+/// What a table sink's commits did, summed.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct TableCommits {
+    pub commits: u64,
+    pub conflicts: u64,
+    pub records: u64,
+    /// Time from the start of a commit (closing its files) to its landing.
+    pub seconds: f64,
 }
 
 impl EndpointMetrics {
@@ -84,6 +95,20 @@ impl EndpointMetrics {
     /// Produce requests librdkafka retried so far.
     pub fn set_kafka_produce_retries(&self, uri: &str, retries: u64) {
         lock(&self.kafka_retries).insert(uri.to_owned(), retries);
+    }
+
+    /// A table commit landed after `conflicts` retries.
+    pub fn count_table_commit(&self, uri: &str, records: u64, conflicts: u64, seconds: f64) {
+        let mut all = lock(&self.table_commits);
+        let t = all.entry(uri.to_owned()).or_default();
+        t.commits += 1;
+        t.conflicts += conflicts;
+        t.records += records;
+        t.seconds += seconds;
+    }
+
+    pub fn table_commits(&self) -> BTreeMap<String, TableCommits> {
+        lock(&self.table_commits).clone()
     }
 
     pub fn store_retries(&self) -> BTreeMap<String, u64> {

@@ -213,6 +213,34 @@ impl Metrics {
         for (uri, n) in self.endpoints.kafka_retries() {
             let _ = writeln!(out, "{name}{{uri=\"{}\"}} {n}", escape(&uri));
         }
+        let commits = self.endpoints.table_commits();
+        for (name, help, get) in [
+            (
+                "sluice_table_commits_total",
+                "Table commits that landed.",
+                (|t| t.commits as f64) as fn(&crate::context::TableCommits) -> f64,
+            ),
+            (
+                "sluice_table_commit_conflicts_total",
+                "Table commits retried because another writer committed first.",
+                |t| t.conflicts as f64,
+            ),
+            (
+                "sluice_table_records_committed_total",
+                "Records in table commits that landed.",
+                |t| t.records as f64,
+            ),
+            (
+                "sluice_table_commit_seconds_total",
+                "Time spent committing (closing data files to landing), summed.",
+                |t| t.seconds,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (uri, t) in &commits {
+                let _ = writeln!(out, "{name}{{uri=\"{}\"}} {}", escape(uri), get(t));
+            }
+        }
         out
     }
 }

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::config::{PipelineSpec, RunArgs};
-use crate::connector::{self, Source, SourceOptions};
+use crate::connector::{self, SinkRole, Source, SourceOptions};
 use crate::context::Context;
 use crate::health::State;
 use crate::pipeline::dead_letters::DeadLetters;
@@ -72,7 +72,39 @@ pub async fn run(args: RunArgs) -> Result<Vec<(String, Stats)>> {
     let open = async {
         let mut pipelines = Vec::new();
         for (spec, (source, plugins)) in specs.iter().zip(loaded) {
+            // Sinks first: one that keeps source positions registers itself for the source.
+            let role = |output| SinkRole {
+                pipeline: &spec.name,
+                output,
+            };
+            let sink = connector::open_sink(&spec.sink, role(None), &ctx)
+                .await
+                .with_context(|| pipeline_context(&specs, spec))?;
+            let mut outputs = Vec::new();
+            for (name, uri) in &spec.outputs {
+                let sink = connector::open_sink(uri, role(Some(name)), &ctx)
+                    .await
+                    .with_context(|| {
+                        format!("{}: output `{name}`", pipeline_context(&specs, spec))
+                    })?;
+                outputs.push((Arc::from(name.as_str()), sink));
+            }
+            let dead_letters = match &spec.dlq {
+                Some(uri) => Some(DeadLetters::new(
+                    &spec.name,
+                    connector::open_sink(uri, role(Some("dead-letters")), &ctx)
+                        .await
+                        .with_context(|| {
+                            format!(
+                                "{}: the dead-letter endpoint",
+                                pipeline_context(&specs, spec)
+                            )
+                        })?,
+                )),
+                None => None,
+            };
             let options = SourceOptions {
+                pipeline: spec.name.clone(),
                 batch_size: spec.batch_size as usize,
                 state: spec.state.clone(),
             };
@@ -84,28 +116,6 @@ pub async fn run(args: RunArgs) -> Result<Vec<(String, Stats)>> {
                         .await
                         .with_context(|| pipeline_context(&specs, spec))?
                 }
-            };
-            let sink = connector::open_sink(&spec.sink, &ctx)
-                .await
-                .with_context(|| pipeline_context(&specs, spec))?;
-            let mut outputs = Vec::new();
-            for (name, uri) in &spec.outputs {
-                let sink = connector::open_sink(uri, &ctx).await.with_context(|| {
-                    format!("{}: output `{name}`", pipeline_context(&specs, spec))
-                })?;
-                outputs.push((Arc::from(name.as_str()), sink));
-            }
-            let dead_letters = match &spec.dlq {
-                Some(uri) => Some(DeadLetters::new(
-                    &spec.name,
-                    connector::open_sink(uri, &ctx).await.with_context(|| {
-                        format!(
-                            "{}: the dead-letter endpoint",
-                            pipeline_context(&specs, spec)
-                        )
-                    })?,
-                )),
-                None => None,
             };
             let workers = spec.workers.map_or_else(
                 || std::thread::available_parallelism().map_or(1, |n| n.get()),

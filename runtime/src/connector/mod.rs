@@ -1,7 +1,9 @@
 //! Endpoints: where records come from and go to. One file per kind; a new kind is a new file
 //! plus one arm in [`open_source`] / [`open_sink`].
 
+pub mod iceberg;
 pub mod kafka;
+pub mod keepers;
 pub mod mem;
 pub mod object;
 pub mod stdio;
@@ -110,13 +112,23 @@ pub trait Sink: Send {
 /// What a source needs besides its URI.
 #[derive(Debug, Clone, Default)]
 pub struct SourceOptions {
+    /// The pipeline reading it (its sinks may keep positions for it).
+    pub pipeline: String,
     pub batch_size: usize,
     /// A local file for the object source's progress instead of an object beside the data.
     pub state: Option<std::path::PathBuf>,
 }
 
 const SOURCES: &str = "stdin, kafka://HOST:PORT/TOPIC?group=GROUP, s3://BUCKET/PREFIX?endpoint=URL&format=parquet|jsonl, file://DIR?format=parquet|jsonl or mem://NAME";
-const SINKS: &str = "stdout, kafka://HOST:PORT/TOPIC, s3://BUCKET/PREFIX?endpoint=URL&format=parquet|jsonl, file://DIR?format=parquet|jsonl or mem://NAME";
+const SINKS: &str = "stdout, kafka://HOST:PORT/TOPIC, s3://BUCKET/PREFIX?endpoint=URL&format=parquet|jsonl, file://DIR?format=parquet|jsonl, iceberg://HOST:PORT/NAMESPACE/TABLE?warehouse=W, iceberg+sqlite://PATH/catalog.db/NAMESPACE/TABLE?warehouse=DIR or mem://NAME";
+
+/// Which of a pipeline's sinks is opened: its main sink, or a named output or dead letters.
+#[derive(Debug, Clone, Copy)]
+pub struct SinkRole<'a> {
+    pub pipeline: &'a str,
+    /// `None` for the main sink.
+    pub output: Option<&'a str>,
+}
 
 /// Where a pipeline reads from: `stdin` or a URI.
 pub async fn open_source(
@@ -127,8 +139,7 @@ pub async fn open_source(
     match uri.split_once("://").map(|(scheme, _)| scheme) {
         _ if uri == "stdin" || uri == "-" => Ok(Box::new(stdio::LineSource::stdin())),
         Some("kafka") => Ok(Box::new(
-            kafka::KafkaSource::open(&kafka::KafkaUri::parse(uri)?, options.batch_size, ctx)
-                .await?,
+            kafka::KafkaSource::open(&kafka::KafkaUri::parse(uri)?, options, ctx).await?,
         )),
         Some("s3" | "file") => Ok(Box::new(
             object::ObjectSource::open(&object::ObjectUri::parse(uri)?, options.state.clone(), ctx)
@@ -139,8 +150,9 @@ pub async fn open_source(
     }
 }
 
-/// Where a pipeline writes to: `stdout` or a URI.
-pub async fn open_sink(uri: &str, ctx: &Context) -> Result<Box<dyn Sink>> {
+/// Where a pipeline writes to: `stdout` or a URI. Open a pipeline's sinks before its source:
+/// a sink that keeps positions registers itself for the source to find.
+pub async fn open_sink(uri: &str, role: SinkRole<'_>, ctx: &Context) -> Result<Box<dyn Sink>> {
     match uri.split_once("://").map(|(scheme, _)| scheme) {
         _ if uri == "stdout" || uri == "-" => Ok(Box::new(stdio::StdoutSink::new())),
         Some("kafka") => Ok(Box::new(
@@ -149,9 +161,25 @@ pub async fn open_sink(uri: &str, ctx: &Context) -> Result<Box<dyn Sink>> {
         Some("s3" | "file") => Ok(Box::new(
             object::ObjectSink::open(&object::ObjectUri::parse(uri)?, ctx).await?,
         )),
+        Some("iceberg" | "iceberg+sqlite") => {
+            let writer = match role.output {
+                None => role.pipeline.to_owned(),
+                Some(output) => format!("{}.{output}", role.pipeline),
+            };
+            let uri = iceberg::IcebergUri::parse(uri)?;
+            Ok(Box::new(
+                iceberg::IcebergSink::open(&uri, role.pipeline, &writer, ctx).await?,
+            ))
+        }
         Some("mem") => Ok(Box::new(mem::MemSink::open(uri, ctx)?)),
         _ => anyhow::bail!("unsupported sink `{uri}`: use {SINKS}"),
     }
+}
+
+/// HTTP clients (opendal's, the Iceberg REST catalog's) need the process's TLS provider: rustls
+/// with ring. Installing it again is refused harmlessly.
+pub(crate) fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Call once every pipeline of the run has opened its endpoints: checks that the endpoints

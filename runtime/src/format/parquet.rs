@@ -115,6 +115,13 @@ impl ColumnEncoder {
         })
     }
 
+    /// Records decoded into these columns (e.g. a table's, with its field ids).
+    pub fn with_schema(schema: SchemaRef) -> Self {
+        ColumnEncoder {
+            schema: Some(schema),
+        }
+    }
+
     pub fn schema(&self) -> Option<&SchemaRef> {
         self.schema.as_ref()
     }

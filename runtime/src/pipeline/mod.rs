@@ -208,11 +208,29 @@ impl Pipeline {
                 }
             }
         }
+        // Only the workers' handles on the sinks stay: a sink holding records back (a table
+        // commits on a timer) writes them once its last handle is dropped, not at its next tick.
+        let Pipeline {
+            mut source,
+            sink,
+            outputs,
+            dead_letters,
+            metrics,
+            ..
+        } = self;
+        drop((sink, outputs, dead_letters));
         let mut first_error = None;
-        for worker in pool.into_iter().flatten() {
-            drop(worker.batches);
-            match worker
-                .done
+        // Every worker is told at once, so all their sink handles go together.
+        let done: Vec<_> = pool
+            .into_iter()
+            .flatten()
+            .map(|worker| {
+                drop(worker.batches);
+                worker.done
+            })
+            .collect();
+        for done in done {
+            match done
                 .await
                 .map_err(|e| anyhow!("a pipeline worker panicked: {e}"))?
             {
@@ -224,14 +242,14 @@ impl Pipeline {
             }
         }
         // Positions are committed only for batches every worker acknowledged above.
-        let finished = self.source.finish().await;
+        let finished = source.finish().await;
         if let Some(e) = first_error {
             return Err(e);
         }
         finished?;
         // Closing the endpoints (leaving a consumer group) follows when they are dropped.
         tracing::info!("every output durable, source positions committed");
-        Ok(Stats::of(&self.metrics))
+        Ok(Stats::of(&metrics))
     }
 
     fn start_worker(&self, stopped: &watch::Sender<bool>) -> Result<Worker> {

@@ -5,6 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+pub mod iceberg;
 pub mod kafka;
 pub mod process;
 pub mod s3;

@@ -109,6 +109,11 @@ pub struct PrivateServer {
 }
 
 impl PrivateServer {
+    /// Its Iceberg REST catalog (warehouse `warehouse`).
+    pub fn catalog(&self) -> String {
+        format!("127.0.0.1:{}", self.port + 181)
+    }
+
     pub fn start() -> Self {
         let port = {
             // Its other ports are derived from this one (scripts/s3.sh): keep them below 65536.
@@ -153,7 +158,11 @@ impl PrivateServer {
                 "-webdav=false",
                 "-admin.ui=false",
             ])
-            .args(["-s3.port.iceberg=0", "-s3.port.lance=0"])
+            .args([
+                format!("-s3.port.iceberg={}", p + 181),
+                "-tableBucket=warehouse".to_owned(),
+                "-s3.port.lance=0".to_owned(),
+            ])
             .env("AWS_ACCESS_KEY_ID", KEY_ID)
             .env("AWS_SECRET_ACCESS_KEY", SECRET)
             .current_dir(self.dir.path())
@@ -185,7 +194,20 @@ impl PrivateServer {
                 .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"])
                 .arg(format!("http://{}/{BUCKET}", self.addr))
                 .output()
-                .is_ok_and(|o| o.stdout == b"200");
+                .is_ok_and(|o| o.stdout == b"200")
+                && Command::new("curl")
+                    .args([
+                        "-s",
+                        "-o",
+                        "/dev/null",
+                        "-w",
+                        "%{http_code}",
+                        "--max-time",
+                        "2",
+                    ])
+                    .arg(format!("http://{}/v1/config", self.catalog()))
+                    .output()
+                    .is_ok_and(|o| o.stdout != b"000");
             if ok {
                 return;
             }

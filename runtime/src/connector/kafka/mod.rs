@@ -6,6 +6,7 @@
 //! (`enable.auto.offset.store=false`); stored offsets are committed every second, on revoke and at
 //! shutdown. A crash re-reads what was in flight.
 
+mod lanes;
 mod queue;
 mod sink;
 mod source;
@@ -22,6 +23,7 @@ use rdkafka::ClientContext;
 
 use crate::context::{Context, EndpointMetrics};
 use crate::health::{Cause, Health};
+use lanes::Lanes;
 use queue::SplitQueues;
 
 pub use sink::KafkaSink;
@@ -36,15 +38,18 @@ pub struct KafkaContext {
     health: Arc<Health>,
     /// A source's partition queues, while its fetch queue lives.
     split: Mutex<Option<SplitQueues>>,
+    /// A source's batches in flight per partition, and its sinks that keep positions.
+    lanes: Arc<Lanes>,
 }
 
 impl KafkaContext {
-    fn new(uri: &str, ctx: &Context) -> Self {
+    fn new(uri: &str, ctx: &Context, lanes: Arc<Lanes>) -> Self {
         KafkaContext {
             uri: uri.to_owned(),
             metrics: ctx.endpoints.clone(),
             health: ctx.health.clone(),
             split: Mutex::new(None),
+            lanes,
         }
     }
 
@@ -117,6 +122,7 @@ impl ConsumerContext for KafkaContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(partitions) = rebalance {
             self.forward(partitions, false);
+            self.lanes.revoke(&partition_numbers(partitions));
             // Commit what was acknowledged for the partitions we are about to lose.
             match consumer.commit_consumer_state(CommitMode::Sync) {
                 Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
@@ -128,6 +134,8 @@ impl ConsumerContext for KafkaContext {
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(partitions) = rebalance {
+            // Before any record of theirs is read: what the table holds is passed over.
+            self.lanes.assigned();
             self.forward(partitions, true);
             self.health.waiting(&self.uri, None);
             tracing::info!(uri = %self.uri, partitions = ?partition_numbers(partitions), "partitions assigned");

@@ -64,7 +64,7 @@ impl KafkaSink {
     pub async fn open(uri: &KafkaUri, ctx: &Context) -> Result<Self> {
         let producer: BaseProducer<KafkaContext> = uri
             .config(PRODUCER_DEFAULTS)
-            .create_with_context(KafkaContext::new(&uri.uri, ctx))
+            .create_with_context(KafkaContext::new(&uri.uri, ctx, Default::default()))
             .with_context(|| format!("cannot create a Kafka producer for {}", uri.uri))?;
         let partitions = await_topic(producer.client(), uri).await?;
         tracing::info!(uri = %uri.uri, partitions, "producing");

@@ -14,9 +14,11 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use tokio::sync::mpsc;
 
+use super::lanes::Lanes;
 use super::queue::{raw_message, to_record, FetchQueue};
 use super::{await_topic, KafkaContext, KafkaUri, CONSUMER_DEFAULTS};
-use crate::connector::{BoxFuture, Source, SourceBatch};
+use crate::connector::keepers::Keepers;
+use crate::connector::{BoxFuture, Source, SourceBatch, SourceOptions};
 use crate::context::Context;
 use crate::health::Cause;
 use crate::record::Record;
@@ -33,6 +35,7 @@ pub struct KafkaSource {
     poller: Option<std::thread::JoinHandle<()>>,
     uri: String,
     topic: Arc<str>,
+    lanes: Arc<Lanes>,
 }
 
 /// How many batches' worth of records one poll burst may read.
@@ -44,14 +47,17 @@ const POLL_LINGER_MS: i32 = 5;
 /// offsets.
 struct Polled {
     partition: i32,
+    /// The partition's epoch when it was read (see [`Lanes`]).
+    epoch: u64,
     records: Vec<Record>,
     offsets: Vec<i64>,
 }
 
 impl Polled {
-    fn new(partition: i32, capacity: usize) -> Self {
+    fn new(partition: i32, epoch: u64, capacity: usize) -> Self {
         Polled {
             partition,
+            epoch,
             records: Vec::with_capacity(capacity),
             offsets: Vec::with_capacity(capacity),
         }
@@ -59,7 +65,9 @@ impl Polled {
 }
 
 impl KafkaSource {
-    pub async fn open(uri: &KafkaUri, batch_size: usize, ctx: &Context) -> Result<Self> {
+    pub async fn open(uri: &KafkaUri, options: &SourceOptions, ctx: &Context) -> Result<Self> {
+        let batch_size = options.batch_size;
+        let lanes = Arc::new(Lanes::new(ctx.shared::<Keepers>().of(&options.pipeline)));
         let group = uri.group.as_deref().ok_or_else(|| {
             anyhow!(
                 "Kafka source {} needs a consumer group: add ?group=NAME",
@@ -69,7 +77,7 @@ impl KafkaSource {
         let mut config = uri.config(CONSUMER_DEFAULTS);
         config.set("group.id", group);
         let consumer: BaseConsumer<KafkaContext> = config
-            .create_with_context(KafkaContext::new(&uri.uri, ctx))
+            .create_with_context(KafkaContext::new(&uri.uri, ctx, lanes.clone()))
             .with_context(|| format!("cannot create a Kafka consumer for {}", uri.uri))?;
         let partitions = await_topic(consumer.client(), uri).await?;
         consumer
@@ -102,25 +110,40 @@ impl KafkaSource {
             poller: Some(poller),
             uri: uri.uri.clone(),
             topic,
+            lanes,
         })
     }
 
     async fn next(&mut self, max: usize) -> Option<SourceBatch> {
-        let mut polled = match self.current.take() {
-            Some(rest) => rest,
-            None => self.polled.recv().await?,
+        let mut polled = loop {
+            let polled = match self.current.take() {
+                Some(rest) => rest,
+                None => self.polled.recv().await?,
+            };
+            if self.lanes.hand_out(polled.partition, polled.epoch) {
+                break polled;
+            }
+            // Read before its partition was revoked: the new owner reads it.
         };
         // Fewer records wanted (a `--count` ending): the rest is the next batch.
         if polled.records.len() > max {
             self.current = Some(Polled {
                 partition: polled.partition,
+                epoch: polled.epoch,
                 records: polled.records.split_off(max),
                 offsets: polled.offsets.split_off(max),
             });
         }
-        let (consumer, topic, partition) =
-            (self.consumer.clone(), self.topic.clone(), polled.partition);
+        let (consumer, topic, partition, lanes) = (
+            self.consumer.clone(),
+            self.topic.clone(),
+            polled.partition,
+            self.lanes.clone(),
+        );
         let last = polled.offsets.last().copied();
+        if last.is_none() {
+            lanes.done(partition);
+        }
         let ack = last.map(|last| -> crate::connector::Ack {
             Box::new(move || {
                 // librdkafka's offset store takes the last processed offset and commits it + 1,
@@ -129,6 +152,7 @@ impl KafkaSource {
                 if let Err(e) = consumer.store_offset(&topic, partition, last) {
                     tracing::debug!(partition, offset = last, "offset not stored: {e}");
                 }
+                lanes.done(partition);
             })
         });
         Some(SourceBatch {
@@ -152,6 +176,7 @@ fn poll(
     tx: &mpsc::Sender<Polled>,
 ) {
     let max = batch_size * POLL_BATCHES;
+    let lanes = consumer.context().lanes.clone();
     let mut arena = BytesMut::new();
     // `TOPIC/PARTITION` per partition, shared by the origins of its records.
     let mut partitions: BTreeMap<i32, Arc<str>> = BTreeMap::new();
@@ -164,7 +189,7 @@ fn poll(
         let mut add = |m: &rdsys::rd_kafka_message_t, open: &mut BTreeMap<i32, (Polled, usize)>| {
             let (batch, to_come) = open
                 .entry(m.partition)
-                .or_insert_with(|| (Polled::new(m.partition, 0), 0));
+                .or_insert_with(|| (Polled::new(m.partition, lanes.epoch(m.partition), 0), 0));
             let partition = partitions
                 .entry(m.partition)
                 .or_insert_with(|| format!("{topic}/{}", m.partition).into());
@@ -172,7 +197,7 @@ fn poll(
             batch.offsets.push(m.offset);
             *to_come = to_come.saturating_sub(1);
             if batch.records.len() == batch_size {
-                let next = Polled::new(m.partition, (*to_come).min(batch_size));
+                let next = Polled::new(m.partition, batch.epoch, (*to_come).min(batch_size));
                 full.push(std::mem::replace(batch, next));
             }
         };
@@ -203,7 +228,7 @@ fn poll(
         for m in &burst {
             let partition = m.get().partition;
             open.entry(partition)
-                .or_insert_with(|| (Polled::new(partition, 0), 0))
+                .or_insert_with(|| (Polled::new(partition, lanes.epoch(partition), 0), 0))
                 .1 += 1;
         }
         for (batch, to_come) in open.values_mut() {

@@ -146,9 +146,8 @@ impl ObjectUri {
     /// An operator with retries (bounded exponential backoff, logged); fails if the bucket or
     /// directory cannot be reached or read.
     pub(super) async fn open(&self, ctx: &Context) -> Result<Operator> {
-        // Every operator (local directories too) builds opendal's HTTP client, which needs the
-        // process's TLS provider: rustls with ring (installing it again is refused harmlessly).
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        // Every operator (local directories too) builds opendal's HTTP client.
+        crate::connector::install_tls_provider();
         let op = match &self.store {
             Store::S3 {
                 bucket,

@@ -1,0 +1,222 @@
+//! Committing: the pending data files are appended in one snapshot together with the source
+//! positions they cover, merged with what other writers committed; conflicts are retried on
+//! the new snapshot, outages of the catalog or the store with backoff. Nothing is acknowledged
+//! before the commit lands.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
+use std::time::{Duration, Instant};
+
+use iceberg::spec::DataFile;
+use iceberg::table::Table;
+use iceberg::transaction::{ApplyTransactionAction, Transaction};
+use iceberg::Catalog as _;
+use tokio::sync::mpsc;
+
+use super::catalog::{self, one_line};
+use super::pending::Pending;
+use super::positions::{self, Positions, COMMIT_ID};
+use super::sink::Shared;
+use crate::health::Cause;
+
+/// How a commit attempt ended.
+enum Attempt {
+    Landed(Table),
+    Conflict,
+    /// Another writer committed records this one holds: committing would write them twice.
+    Fenced(String),
+    Failed(String),
+}
+
+impl Shared {
+    /// Closes the pending files and appends them in one snapshot with their positions, retrying
+    /// until it lands; then resolves the waiters.
+    pub(super) async fn commit(&self, mut pending: Pending) {
+        let result = self.try_commit(&mut pending).await;
+        if let Err(e) = &result {
+            tracing::error!("commit abandoned, its records are not acknowledged: {e}");
+        }
+        for w in pending.waiters {
+            let _ = w.send(result.clone());
+        }
+    }
+
+    async fn try_commit(&self, pending: &mut Pending) -> Result<(), String> {
+        let display = &self.uri.display;
+        let started = Instant::now();
+        let mut backoff = Duration::from_millis(200);
+        let files = loop {
+            match pending.finish(self.uri.target_file_size).await {
+                Ok(files) => break files.to_vec(),
+                Err(e) => {
+                    self.retry_later(format!("writing data files: {e:#}"), started, &mut backoff)
+                        .await?
+                }
+            }
+        };
+        if files.is_empty() {
+            return Ok(());
+        }
+        let mut ours = Positions::default();
+        for (lane, (_, last)) in &pending.lanes {
+            ours.advance(lane, *last);
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let (mut base, mut conflicts) = (None, 0u32);
+        loop {
+            let attempt = self.attempt(&files, &pending.lanes, &ours, &id, &mut base);
+            match attempt.await {
+                Attempt::Landed(table) => {
+                    let held = positions::in_table(table.metadata(), &self.property)
+                        .map_err(|e| format!("{display}: {e}"))?;
+                    self.committed
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .merge(&held);
+                    self.health.recovered(display, &[Cause::Unreachable]);
+                    self.metrics.count_table_commit(
+                        display,
+                        pending.records as u64,
+                        conflicts.into(),
+                        started.elapsed().as_secs_f64(),
+                    );
+                    tracing::info!(
+                        table = %self.uri.display,
+                        records = pending.records,
+                        files = files.len(),
+                        lanes = pending.lanes.len(),
+                        conflicts,
+                        commit_ms = started.elapsed().as_millis() as u64,
+                        "committed"
+                    );
+                    // The writer keeps the table it has: the answer to a commit carries no
+                    // storage settings vended by the catalog (its file IO would not reach the
+                    // store), and the location, schema and spec the writer uses are unchanged.
+                    return Ok(());
+                }
+                Attempt::Conflict => {
+                    conflicts += 1;
+                    tracing::debug!(table = %self.uri.display, conflicts, "commit conflict: another writer committed first; retrying on the new snapshot");
+                }
+                Attempt::Fenced(why) => return Err(format!("{display}: {why}")),
+                Attempt::Failed(why) => {
+                    self.retry_later(format!("commit failed: {why}"), started, &mut backoff)
+                        .await?
+                }
+            }
+        }
+    }
+
+    /// After a failure: says so (log, health), then waits with backoff; gives up only when
+    /// the run is stopping and the failure has lasted 30 s.
+    async fn retry_later(
+        &self,
+        why: String,
+        started: Instant,
+        backoff: &mut Duration,
+    ) -> Result<(), String> {
+        let display = &self.uri.display;
+        tracing::warn!(table = %self.uri.display, "{why} (retrying in {backoff:?})");
+        self.health
+            .trouble(display, Cause::Unreachable, why.clone());
+        if *self.stopping.borrow() && started.elapsed() > Duration::from_secs(30) {
+            return Err(format!("{display}: {why}; gave up while stopping"));
+        }
+        tokio::time::sleep(*backoff).await;
+        *backoff = (*backoff * 2).min(Duration::from_secs(10));
+        Ok(())
+    }
+
+    async fn attempt(
+        &self,
+        files: &[DataFile],
+        lanes: &BTreeMap<String, (u64, u64)>,
+        ours: &Positions,
+        id: &str,
+        base: &mut Option<Option<i64>>,
+    ) -> Attempt {
+        let table = match self.catalog.load_table(&self.ident).await {
+            Ok(t) => t,
+            Err(e) => return Attempt::Failed(one_line(&e)),
+        };
+        let metadata = table.metadata();
+        let current = metadata.current_snapshot().map(|s| s.snapshot_id());
+        let since = *base.get_or_insert(current);
+        if positions::committed(metadata, id, since) {
+            return Attempt::Landed(table); // an earlier attempt landed; its answer was lost
+        }
+        let mut merged = match positions::in_table(metadata, &self.property) {
+            Ok(p) => p,
+            Err(e) => return Attempt::Failed(e.to_string()),
+        };
+        for (lane, (first, _)) in lanes {
+            if let Some(at) = merged.get(lane).filter(|at| at >= first) {
+                return Attempt::Fenced(format!(
+                    "another writer committed {lane}{at} while this one held {lane}{first} and later, uncommitted: \
+                     not committing them twice; restart to resume from the table"
+                ));
+            }
+        }
+        merged.merge(ours);
+        merged.prune(ours);
+        let properties = HashMap::from([
+            (self.property.clone(), merged.to_json()),
+            (COMMIT_ID.to_owned(), id.to_owned()),
+        ]);
+        let tx = Transaction::new(&table);
+        let append = tx
+            .fast_append()
+            .with_check_duplicate(false)
+            .add_data_files(files.to_vec())
+            .set_snapshot_properties(properties);
+        let tx = match append.apply(tx) {
+            Ok(tx) => tx,
+            Err(e) => return Attempt::Failed(one_line(&e)),
+        };
+        match tx.commit(&self.catalog.pinned(current)).await {
+            Ok(table) => Attempt::Landed(table),
+            Err(e) if catalog::is_conflict(&e) => Attempt::Conflict,
+            Err(e) => Attempt::Failed(one_line(&e)),
+        }
+    }
+}
+
+/// Commits every `commit` interval, when `commit_records` are pending, when asked (revoked
+/// lanes) and at the stop; the last commit when the sink is dropped.
+pub(super) async fn committer(shared: Arc<Shared>, mut closed: mpsc::Receiver<()>) {
+    let every = shared.uri.commit_every;
+    let tick = (every / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let mut stopping = shared.stopping.clone();
+    loop {
+        let last = tokio::select! {
+            _ = closed.recv() => true,
+            _ = tokio::time::sleep(tick) => false,
+            _ = shared.commit_now.notified() => false,
+            Ok(()) = stopping.changed() => false,
+        };
+        let pending = {
+            let mut state = shared.state.lock().await;
+            let p = &state.pending;
+            let forced = shared.force.swap(false, Ordering::Relaxed);
+            let due = last
+                || forced
+                || *stopping.borrow()
+                || p.opened.is_some_and(|t| t.elapsed() >= every)
+                || shared.uri.commit_records.is_some_and(|n| p.records >= n);
+            tracing::trace!(
+                due,
+                records = p.records,
+                waiters = p.waiters.len(),
+                "commit check"
+            );
+            (due && !p.waiters.is_empty()).then(|| std::mem::take(&mut state.pending))
+        };
+        if let Some(pending) = pending {
+            shared.commit(pending).await;
+        }
+        if last {
+            return;
+        }
+    }
+}

@@ -1,0 +1,392 @@
+//! The table sink: records become Arrow batches under the table's schema and go into data
+//! files (one set per partition, rolled at the target size); every `commit` interval (or
+//! `commit_records`) the files written since the last commit are appended in one snapshot whose
+//! summary carries the source positions they cover. A batch is durable, and its source
+//! positions acknowledged, only once that commit has landed.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError};
+use std::time::Instant;
+
+use anyhow::{anyhow, Context as _, Result};
+use arrow_array::BooleanArray;
+use iceberg::table::Table;
+use iceberg::{NamespaceIdent, TableIdent};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+
+use super::catalog::{self, one_line, TableCatalog};
+use super::commit;
+use super::evolve;
+use super::pending::Pending;
+use super::positions::{self, lane_of, Positions};
+use super::table::{self, PartitionField};
+use super::uri::IcebergUri;
+use crate::connector::keepers::{Keepers, PositionKeeper};
+use crate::connector::{BoxFuture, Rejected, Sink, Written};
+use crate::context::{Context, EndpointMetrics};
+use crate::format::parquet::{ColumnEncoder, Misfit};
+use crate::health::Health;
+use crate::record::Record;
+
+pub struct IcebergSink {
+    shared: Arc<Shared>,
+    /// Dropped with the last handle: tells the committer to commit what is pending and stop.
+    _open: mpsc::Sender<()>,
+}
+
+pub(super) struct Shared {
+    pub(super) uri: IcebergUri,
+    pub(super) ident: TableIdent,
+    /// The snapshot property holding this writer's positions.
+    pub(super) property: String,
+    pub(super) catalog: Arc<TableCatalog>,
+    partition: Vec<PartitionField>,
+    /// Columns for a table this sink creates, from `schema=` examples.
+    examples: Option<ColumnEncoder>,
+    pub(super) state: tokio::sync::Mutex<State>,
+    /// What the table holds: records at or before these are passed over.
+    pub(super) committed: std::sync::Mutex<Positions>,
+    pub(super) commit_now: Notify,
+    pub(super) force: AtomicBool,
+    pub(super) health: Arc<Health>,
+    pub(super) metrics: Arc<EndpointMetrics>,
+    pub(super) stopping: watch::Receiver<bool>,
+    runtime: tokio::runtime::Handle,
+}
+
+pub(super) struct State {
+    /// `None` until the table exists (created from the first batch when missing).
+    pub(super) table: Option<Table>,
+    pub(super) encoder: Option<ColumnEncoder>,
+    pub(super) pending: Pending,
+}
+
+impl IcebergSink {
+    /// Opens the catalog and, if it exists, the table; `writer` names this sink's positions in
+    /// the table (`PIPELINE`, or `PIPELINE.OUTPUT`), `pipeline` is whose source it follows.
+    pub async fn open(
+        uri: &IcebergUri,
+        pipeline: &str,
+        writer: &str,
+        ctx: &Context,
+    ) -> Result<Self> {
+        let partition = uri
+            .partition
+            .iter()
+            .map(|p| PartitionField::parse(p))
+            .collect::<Result<Vec<_>>>()
+            .with_context(|| uri.display.clone())?;
+        let examples = match &uri.schema {
+            None => None,
+            Some(path) => {
+                let lines = std::fs::read(path).with_context(|| {
+                    format!(
+                        "{}: cannot read the schema examples {}",
+                        uri.display,
+                        path.display()
+                    )
+                })?;
+                Some(
+                    ColumnEncoder::from_examples(&lines)
+                        .map_err(|e| anyhow!("{}: schema {}: {e}", uri.display, path.display()))?,
+                )
+            }
+        };
+        let catalog = catalog::open(uri).await?;
+        let namespace = NamespaceIdent::from_vec(uri.namespace.clone())
+            .map_err(|e| anyhow!("{}: {}", uri.display, one_line(&e)))?;
+        let ident = TableIdent::new(namespace, uri.table.clone());
+        let shared = Arc::new(Shared {
+            uri: uri.clone(),
+            ident,
+            property: format!("sluice.positions.{writer}"),
+            catalog,
+            partition,
+            examples,
+            state: tokio::sync::Mutex::new(State {
+                table: None,
+                encoder: None,
+                pending: Pending::default(),
+            }),
+            committed: Default::default(),
+            commit_now: Notify::new(),
+            force: AtomicBool::new(false),
+            health: ctx.health.clone(),
+            metrics: ctx.endpoints.clone(),
+            stopping: ctx.stopping(),
+            runtime: tokio::runtime::Handle::current(),
+        });
+        shared.open_table().await?;
+        ctx.shared::<Keepers>().add(pipeline, shared.clone());
+        let (open, closed) = mpsc::channel(1);
+        tokio::spawn(commit::committer(shared.clone(), closed));
+        Ok(IcebergSink {
+            shared,
+            _open: open,
+        })
+    }
+}
+
+impl Shared {
+    /// Loads the table (creating it at once when `schema=` gives its columns) and its positions.
+    async fn open_table(&self) -> Result<()> {
+        let display = &self.uri.display;
+        let table = match self
+            .catalog
+            .load(&self.ident)
+            .await
+            .map_err(|e| anyhow!("{display}: {e}"))?
+        {
+            Some(t) => Some(t),
+            None => match &self.examples.as_ref().and_then(|e| e.schema().cloned()) {
+                Some(columns) => Some(self.create(columns).await?),
+                // Created from the first batch's columns.
+                None => None,
+            },
+        };
+        if let Some(table) = table {
+            self.check_partition(&table)?;
+            if let Some(examples) = &self.examples {
+                check_examples(&table, examples).map_err(|e| anyhow!("{display}: {e}"))?;
+            }
+            let held = positions::in_table(table.metadata(), &self.property)?;
+            tracing::info!(table = %self.uri.display, lanes = held.len(), "table opened");
+            self.committed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .merge(&held);
+            let mut state = self.state.lock().await;
+            state.encoder = Some(ColumnEncoder::with_schema(table::arrow_schema(&table)?));
+            state.table = Some(table);
+        }
+        Ok(())
+    }
+
+    async fn create(&self, columns: &arrow_schema::Schema) -> Result<Table> {
+        let display = &self.uri.display;
+        let creation = table::creation(&self.uri.table, columns, &self.partition)
+            .map_err(|e| anyhow!("{display}: {e}"))?;
+        let (table, created) = self
+            .catalog
+            .load_or_create(&self.ident, || Ok(creation))
+            .await
+            .map_err(|e| anyhow!("{display}: {e}"))?;
+        if created {
+            let columns: Vec<String> = table
+                .metadata()
+                .current_schema()
+                .as_struct()
+                .fields()
+                .iter()
+                .map(|f| format!("{} {}", f.name, f.field_type))
+                .collect();
+            tracing::info!(table = %self.uri.display, columns = %columns.join(", "), "table created");
+        }
+        Ok(table)
+    }
+
+    /// A `partition=` that differs from the existing table's spec is refused, not ignored.
+    fn check_partition(&self, table: &Table) -> Result<()> {
+        if self.partition.is_empty() {
+            return Ok(());
+        }
+        let spec = table.metadata().default_partition_spec();
+        let schema = table.metadata().current_schema();
+        let have: Vec<String> = spec
+            .fields()
+            .iter()
+            .map(|f| {
+                let source = schema.name_by_field_id(f.source_id).unwrap_or("?");
+                format!("{}({source})", f.transform)
+            })
+            .collect();
+        let want: Vec<String> = self
+            .partition
+            .iter()
+            .map(|p| format!("{}({})", p.transform, p.source))
+            .collect();
+        if have != want {
+            anyhow::bail!(
+                "{}: the table exists partitioned by [{}], not by partition={}: drop partition= or write to a new table",
+                self.uri.display,
+                have.join(", "),
+                self.uri.partition.join(",")
+            );
+        }
+        Ok(())
+    }
+
+    /// Writes `records` into the pending data files; returns the ones that do not fit the table
+    /// and a receiver resolved when the commit holding the rest lands.
+    async fn write(&self, records: &[Record]) -> Result<Written> {
+        let values: Vec<&[u8]> = records.iter().map(|r| r.value.as_ref()).collect();
+        let mut state = self.state.lock().await;
+        if state.table.is_none() {
+            let mut infer = ColumnEncoder::default();
+            let (_, misfits) = infer.encode(&values);
+            let Some(columns) = infer.schema().cloned() else {
+                return Ok(Written::done(rejections(misfits)));
+            };
+            let table = self.create(&columns).await?;
+            self.check_partition(&table)?;
+            state.encoder = Some(ColumnEncoder::with_schema(table::arrow_schema(&table)?));
+            state.table = Some(table);
+        }
+        let (mut batch, mut misfits) = encode(&mut state, &values)?;
+        if self.uri.evolve
+            && !misfits.is_empty()
+            && evolve::add_columns(self, &mut state, &values, &misfits).await?
+        {
+            (batch, misfits) = encode(&mut state, &values)?;
+        }
+        let rejected = rejections(misfits.clone());
+        let Some(batch) = batch else {
+            return Ok(Written::done(rejected));
+        };
+        // Rows of the batch are the records that fit, in order. Pass over those the table holds
+        // and those already pending (a lane's records come in order: a lower one is a re-read).
+        let fitting =
+            (0..records.len()).filter(|i| misfits.binary_search_by_key(i, |m| m.0).is_err());
+        let mut keep = Vec::with_capacity(batch.num_rows());
+        let mut lanes = Vec::new();
+        {
+            let committed = self
+                .committed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let pending = &state.pending.lanes;
+            for i in fitting {
+                let lane = lane_of(&records[i]);
+                let done = lane.as_ref().is_some_and(|(l, n)| {
+                    committed.covers(l, *n) || pending.get(l).is_some_and(|(_, last)| n <= last)
+                });
+                keep.push(!done);
+                if let (false, Some(lane)) = (done, lane) {
+                    lanes.push(lane);
+                }
+            }
+        }
+        let batch = if keep.iter().all(|k| *k) {
+            batch
+        } else {
+            let skipped = keep.iter().filter(|k| !**k).count();
+            tracing::debug!(skipped, "records already in the table passed over");
+            arrow_select::filter::filter_record_batch(&batch, &BooleanArray::from(keep))?
+        };
+        if batch.num_rows() == 0 {
+            return Ok(Written::done(rejected));
+        }
+        let rows = batch.num_rows();
+        let State { table, pending, .. } = &mut *state;
+        let table = table.as_ref().ok_or_else(|| anyhow!("no table"))?;
+        pending.add(table, batch, self.uri.target_file_size).await;
+        for (lane, n) in lanes {
+            let span = pending.lanes.entry(lane).or_insert((n, n));
+            span.0 = span.0.min(n);
+            span.1 = span.1.max(n);
+        }
+        pending.records += rows;
+        pending.opened.get_or_insert_with(Instant::now);
+        let (tx, rx) = oneshot::channel();
+        pending.waiters.push(tx);
+        if self
+            .uri
+            .commit_records
+            .is_some_and(|n| pending.records >= n)
+        {
+            self.commit_now.notify_one();
+        }
+        let display = self.uri.display.clone();
+        Ok(Written {
+            rejected,
+            durable: Box::pin(async move {
+                match rx.await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(anyhow!(e)),
+                    Err(_) => Err(anyhow!("{display}: the commit was abandoned")),
+                }
+            }),
+        })
+    }
+}
+
+fn encode(
+    state: &mut State,
+    values: &[&[u8]],
+) -> Result<(Option<arrow_array::RecordBatch>, Vec<Misfit>)> {
+    let encoder = state.encoder.as_mut().ok_or_else(|| anyhow!("no table"))?;
+    Ok(encoder.encode(values))
+}
+
+fn rejections(misfits: Vec<(usize, String)>) -> Vec<Rejected> {
+    misfits
+        .into_iter()
+        .map(|(index, why)| Rejected {
+            index,
+            message: format!("{why}: it does not fit the table (fix the record, or add evolve=true to add new fields as columns)"),
+        })
+        .collect()
+}
+
+/// `schema=` examples that do not fit an existing table mean the table is not the one meant.
+fn check_examples(table: &Table, examples: &ColumnEncoder) -> Result<()> {
+    let have = table::arrow_schema(table)?;
+    let Some(want) = examples.schema() else {
+        return Ok(());
+    };
+    let missing: Vec<&str> = want
+        .fields()
+        .iter()
+        .filter(|f| have.field_with_name(f.name()).is_err())
+        .map(|f| f.name().as_str())
+        .collect();
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "the table exists without the columns {} of the schema examples: write to a new table, or add evolve=true",
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+impl PositionKeeper for Shared {
+    fn reload(&self) {
+        match self.runtime.block_on(self.catalog.load(&self.ident)) {
+            Ok(None) => {} // created with the first batch: nothing committed yet
+            Ok(Some(table)) => match positions::in_table(table.metadata(), &self.property) {
+                Ok(held) => self
+                    .committed
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .merge(&held),
+                Err(e) => tracing::warn!(table = %self.uri.display, "{e}"),
+            },
+            Err(e) => tracing::warn!(table = %self.uri.display, "reloading positions failed: {e}"),
+        }
+    }
+
+    fn commit_soon(&self) {
+        self.force.store(true, Ordering::Relaxed);
+        self.commit_now.notify_one();
+    }
+}
+
+impl Sink for IcebergSink {
+    fn write<'a>(&'a mut self, records: &'a [Record]) -> BoxFuture<'a, Result<Written>> {
+        Box::pin(self.shared.write(records))
+    }
+
+    fn fork(&self) -> Result<Box<dyn Sink>> {
+        Ok(Box::new(IcebergSink {
+            shared: self.shared.clone(),
+            _open: self._open.clone(),
+        }))
+    }
+
+    /// A commit covers every batch of its interval: the worker must not wait for it sooner
+    /// (4096 batches: a commit interval at a few hundred thousand records/s), yet an outage
+    /// must not buffer without bound.
+    fn max_unacked_batches(&self) -> usize {
+        4096
+    }
+}

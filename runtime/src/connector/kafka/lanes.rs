@@ -1,0 +1,109 @@
+//! A source's partitions as lanes in flight: which batches the pipeline holds unacknowledged,
+//! and what a rebalance must do about them. Batches read before their partition was revoked
+//! are dropped unprocessed (the new owner reads them); with a sink that keeps positions
+//! (exactly once), a revoke first waits until the partition's batches in flight are committed,
+//! and an assignment reloads the positions the table holds.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use crate::connector::keepers::PositionKeeper;
+
+/// How long a revoke waits for the revoked partitions' batches in flight to be committed.
+const REVOKE_WAIT: Duration = Duration::from_secs(30);
+
+#[derive(Default)]
+pub(super) struct Lanes {
+    state: Mutex<LaneState>,
+    acked: Condvar,
+    keepers: Vec<Arc<dyn PositionKeeper>>,
+}
+
+#[derive(Default)]
+struct LaneState {
+    in_flight: HashMap<i32, usize>,
+    /// Bumped when the partition is revoked: batches read before are stale.
+    epoch: HashMap<i32, u64>,
+}
+
+impl Lanes {
+    pub(super) fn new(keepers: Vec<Arc<dyn PositionKeeper>>) -> Self {
+        Lanes {
+            keepers,
+            ..Default::default()
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LaneState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The partition's current epoch, for a batch being read now.
+    pub(super) fn epoch(&self, partition: i32) -> u64 {
+        self.lock().epoch.get(&partition).copied().unwrap_or(0)
+    }
+
+    /// A batch read in `epoch` is handed to the pipeline: `false` if its partition was revoked
+    /// since (drop it: its new owner reads it).
+    pub(super) fn hand_out(&self, partition: i32, epoch: u64) -> bool {
+        let mut state = self.lock();
+        if state.epoch.get(&partition).copied().unwrap_or(0) != epoch {
+            return false;
+        }
+        *state.in_flight.entry(partition).or_default() += 1;
+        true
+    }
+
+    /// A batch handed out is acknowledged (or abandoned).
+    pub(super) fn done(&self, partition: i32) {
+        let mut state = self.lock();
+        if let Some(n) = state.in_flight.get_mut(&partition) {
+            *n = n.saturating_sub(1);
+        }
+        self.acked.notify_all();
+    }
+
+    /// Before `partitions` are given up: later batches of theirs are stale, and with sinks that
+    /// keep positions, the ones in flight are committed first (asked to commit at once).
+    pub(super) fn revoke(&self, partitions: &[i32]) {
+        let mut state = self.lock();
+        for p in partitions {
+            *state.epoch.entry(*p).or_default() += 1;
+        }
+        if self.keepers.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        loop {
+            let busy: usize = partitions
+                .iter()
+                .map(|p| state.in_flight.get(p).copied().unwrap_or(0))
+                .sum();
+            if busy == 0 {
+                return;
+            }
+            if started.elapsed() > REVOKE_WAIT {
+                tracing::warn!(batches = busy, "revoked partitions still have batches in flight after {REVOKE_WAIT:?}: giving them up uncommitted");
+                return;
+            }
+            drop(state);
+            for k in &self.keepers {
+                k.commit_soon();
+            }
+            state = self.lock();
+            state = self
+                .acked
+                .wait_timeout(state, Duration::from_millis(100))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// After partitions are assigned: sinks that keep positions reload them.
+    pub(super) fn assigned(&self) {
+        for k in &self.keepers {
+            k.reload();
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! Sinks that keep the source positions themselves (Iceberg tables: exactly once), and what a
+//! source must tell them around a rebalance. Registered per pipeline in the run's [`Context`].
+//!
+//! [`Context`]: crate::context::Context
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// A sink whose commits carry the source positions they acknowledge.
+pub trait PositionKeeper: Send + Sync {
+    /// Reloads the committed positions, so records another member already committed are passed
+    /// over. Blocking: called from a source's own thread when lanes are assigned to it.
+    fn reload(&self);
+
+    /// Commits what is pending at once: lanes are being revoked, and their positions must be in
+    /// the table before another member takes them.
+    fn commit_soon(&self);
+}
+
+/// The position keepers of each pipeline of a run.
+#[derive(Default)]
+pub struct Keepers(Mutex<HashMap<String, Vec<Arc<dyn PositionKeeper>>>>);
+
+impl Keepers {
+    pub fn add(&self, pipeline: &str, keeper: Arc<dyn PositionKeeper>) {
+        let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        all.entry(pipeline.to_owned()).or_default().push(keeper);
+    }
+
+    pub fn of(&self, pipeline: &str) -> Vec<Arc<dyn PositionKeeper>> {
+        let all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        all.get(pipeline).cloned().unwrap_or_default()
+    }
+}

@@ -1,0 +1,104 @@
+//! Iceberg tables for tests: the REST catalog of the test S3 server (`scripts/s3.sh start`
+//! serves it on the S3 port + 181, warehouse `warehouse`, credential admin:password), read back
+//! with pyiceberg, not with our own code.
+#![allow(dead_code)]
+
+use std::process::Command;
+
+use super::s3;
+
+pub const WAREHOUSE: &str = "warehouse";
+pub const CREDENTIAL: &str = "admin:password";
+
+/// The catalog beside the shared test S3 server.
+pub fn catalog() -> String {
+    let s3 = s3::server();
+    let (host, port) = s3.rsplit_once(':').expect("HOST:PORT");
+    let port: u16 = port.parse().expect("port");
+    format!("{host}:{}", port + 181)
+}
+
+/// `iceberg://CATALOG/NAMESPACE/TABLE?warehouse=warehouse&credential=...&PARAMS`
+pub fn uri(catalog: &str, table: &str, params: &str) -> String {
+    format!("iceberg://{catalog}/{table}?warehouse={WAREHOUSE}&credential={CREDENTIAL}&{params}")
+}
+
+/// What pyiceberg sees in a table: row and distinct `session_id` counts, columns, the data
+/// files and the snapshots' Sluice properties.
+const READ: &str = r#"
+import json, sys
+kind, where, table = sys.argv[1], sys.argv[2], sys.argv[3]
+if kind == "rest":
+    from pyiceberg.catalog.rest import RestCatalog
+    s3 = sys.argv[4]
+    c = RestCatalog("t", uri="http://" + where, warehouse="warehouse", credential="admin:password",
+                    **{"s3.endpoint": "http://" + s3, "s3.access-key-id": "admin",
+                       "s3.secret-access-key": "password", "s3.region": "us-east-1",
+                       "s3.path-style-access": "true"})
+else:
+    from pyiceberg.catalog.sql import SqlCatalog
+    c = SqlCatalog("sluice", uri="sqlite:///" + where, warehouse="file://" + sys.argv[4])
+t = c.load_table(table)
+df = t.scan().to_arrow()
+ids = df.column("session_id").to_pylist() if "session_id" in df.column_names else []
+out = {
+    "rows": df.num_rows,
+    "distinct": len(set(ids)),
+    "columns": df.column_names,
+    "types": {f.name: str(f.field_type) for f in t.schema().fields},
+    "files": [task.file.file_path for task in t.scan().plan_files()],
+    "snapshots": [dict(s.summary.additional_properties) for s in t.snapshots()],
+    "spec": str(t.spec()),
+    "sample": json.loads(json.dumps(df.slice(0, 3).to_pylist(), default=str)),
+}
+print(json.dumps([out]))
+"#;
+
+/// The table through the REST catalog at `catalog`, its files on the S3 server `s3`.
+pub fn read_rest(catalog: &str, s3: &str, table: &str) -> serde_json::Value {
+    read(&["rest", catalog, table, s3])
+}
+
+/// The table through the embedded catalog `db`, its files under `warehouse`.
+pub fn read_sqlite(db: &str, warehouse: &str, table: &str) -> serde_json::Value {
+    read(&["sqlite", db, table, warehouse])
+}
+
+fn read(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(s3::python())
+        .args(["-c", READ])
+        .args(args)
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "pyiceberg: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut list: Vec<serde_json::Value> =
+        serde_json::from_slice(&out.stdout).expect("the script prints a JSON list");
+    list.remove(0)
+}
+
+/// The current snapshot's `total-records`, without reading the data.
+const COUNT: &str = r#"
+import json, sys
+from pyiceberg.catalog.rest import RestCatalog
+c = RestCatalog("t", uri="http://" + sys.argv[2], warehouse="warehouse", credential="admin:password")
+s = c.load_table(sys.argv[3]).current_snapshot()
+print(json.dumps([{"rows": int(s.summary["total-records"]) if s else 0}]))
+"#;
+
+/// Rows pyiceberg sees now, or `None` while the table does not exist.
+pub fn rows_rest(catalog: &str, s3: &str, table: &str) -> Option<u64> {
+    let out = Command::new(s3::python())
+        .args(["-c", COUNT])
+        .args(["rest", catalog, table, s3])
+        .output()
+        .expect("python runs");
+    if !out.status.success() {
+        return None;
+    }
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).ok()?;
+    list.first()?["rows"].as_u64()
+}
