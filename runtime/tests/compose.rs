@@ -100,7 +100,9 @@ fn compose_runs_the_stack_against_kafka_and_minio() {
         if k.starts_with("SLUICE_ENDPOINT_") {
             assert!(
                 v.starts_with("kafka://kafka:19092/")
-                    || v.starts_with("s3://") && v.contains("endpoint=http://minio:9000"),
+                    || v.starts_with("s3://") && v.contains("endpoint=http://minio:9000")
+                    || v.starts_with("iceberg://iceberg-rest:8181/")
+                        && v.contains("s3_endpoint=http://minio:9000"),
                 "{k}={v} does not point at the compose services"
             );
         }

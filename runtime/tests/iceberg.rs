@@ -100,7 +100,8 @@ fn kafka_to_iceberg_is_exactly_once_across_three_kill_9s() {
     create_topic(&b, &input, 4);
     let dir = tempfile::tempdir().unwrap();
     let gen_log = dir.path().join("gen.log");
-    let mut generator = feed(&b, &input, 25_000, 200_000, 21, &gen_log);
+    // Fed for 40 s, so every run has records to commit before it is killed.
+    let mut generator = feed(&b, &input, 5_000, 200_000, 21, &gen_log);
     let sink = iceberg::uri(
         &catalog,
         &table_path(&table),
@@ -291,6 +292,61 @@ fn a_catalog_outage_is_retried_and_nothing_is_lost_or_doubled() {
     );
     let t = iceberg::read_rest(&catalog, &server.addr, &table);
     assert_exactly(&t, 60_000);
+}
+
+#[test]
+fn a_bucket_of_parquet_goes_into_a_table_once_across_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let objects = dir.path().join("objects");
+    let mock = plugin("mock");
+    let bucket = format!(
+        "file://{}?format=parquet&roll_records=1000",
+        objects.display()
+    );
+    let made = run(
+        &[
+            "run",
+            "--plugin",
+            mock.to_str().unwrap(),
+            "--rate",
+            "0",
+            "--count",
+            "100000",
+            "--sink",
+            &bucket,
+        ],
+        b"",
+    );
+    assert!(made.status.success(), "{}", stderr(&made));
+    let source = format!("file://{}?format=parquet&follow=false", objects.display());
+    let sink = format!(
+        "iceberg+sqlite://{0}/catalog.db/raw/sessions?warehouse={0}/wh&commit=100ms",
+        dir.path().display()
+    );
+    let args = [
+        "run",
+        "--source",
+        &source,
+        "--sink",
+        &sink,
+        "--batch-size",
+        "100",
+    ];
+    let log = dir.path().join("first.log");
+    let mut first = spawn(&args, &log);
+    wait_for_log(&log, " committed ");
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&first, "-KILL");
+    let _ = first.wait();
+    let before = read_embedded(dir.path(), "raw.sessions")["rows"]
+        .as_u64()
+        .unwrap();
+    assert!(before < 100_000, "killed mid-way: {before} rows");
+    let rest = run(&args, b"");
+    assert!(rest.status.success(), "{}", stderr(&rest));
+    let t = read_embedded(dir.path(), "raw.sessions");
+    assert_exactly(&t, 100_000);
+    eprintln!("bucket -> table, kill -9 at {before} rows: 100000 rows, 0 duplicates");
 }
 
 /// stdin -> enrich -> the embedded catalog.

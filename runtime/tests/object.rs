@@ -608,7 +608,7 @@ fn the_stack_runs_on_embedded_defaults_and_counts_match_at_every_stage() {
     let plugins = common::target_dir().join("wasm32-wasip2/release");
     let stack = stack
         .replace("../target/wasm32-wasip2/release", plugins.to_str().unwrap())
-        .replace("file://../data/", "file://data/");
+        .replace("../data/", "data/");
     std::fs::write(dir.path().join("stack.toml"), stack).unwrap();
     let log_path = dir.path().join("log");
     let mut runtime = runtime();
@@ -675,6 +675,25 @@ fn the_stack_runs_on_embedded_defaults_and_counts_match_at_every_stage() {
         processed_rows as u64, archived,
         "every enriched record is in the processed bucket"
     );
+    // The table follows the processed bucket (its objects roll every 10 s): what it read of
+    // them by the stop, each row once.
+    let (tabled_in, tabled) = done("table");
+    assert!(
+        tabled_in == tabled && tabled <= archived,
+        "{tabled} of {archived}"
+    );
+    if tabled > 0 {
+        let data = dir.path().join("data");
+        let t = common::iceberg::read_sqlite(
+            data.join("catalog.db").to_str().unwrap(),
+            data.join("warehouse").to_str().unwrap(),
+            "analytics.sessions",
+        );
+        assert_eq!(
+            (t["rows"].as_u64(), t["distinct"].as_u64()),
+            (Some(tabled), Some(tabled))
+        );
+    }
     // The producer finished every object it started: its progress names them all done.
     let progress: Value = serde_json::from_slice(
         &std::fs::read(
@@ -739,7 +758,18 @@ fn the_stack_runs_against_kafka_and_s3_by_changing_only_endpoints() {
                 s3::uri(
                     &server,
                     &format!("{prefix}/processed"),
-                    "format=parquet&roll=5s"
+                    "format=parquet&roll=5s&poll=1s"
+                )
+            ),
+        ])
+        .args([
+            "--endpoint",
+            &format!(
+                "sessions_table={}",
+                common::iceberg::uri(
+                    &common::iceberg::catalog(),
+                    &format!("analytics/{}", prefix.replace('-', "_")),
+                    "partition=day(timestamp)&commit=2s"
                 )
             ),
         ]);

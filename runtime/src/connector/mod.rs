@@ -188,11 +188,58 @@ pub fn seal(ctx: &Context) -> Result<()> {
     mem::seal(ctx)
 }
 
-/// A URI as written in a pipelines file in `dir`: a relative local directory is relative to the
-/// file; anything else is unchanged.
+/// A URI as written in a pipelines file in `dir`: a relative local directory (or the embedded
+/// catalog's file and warehouse) is relative to the file; anything else is unchanged.
 pub fn relative_to(uri: &str, dir: &Path) -> String {
-    match uri.strip_prefix("file://") {
-        Some(path) if !path.starts_with('/') => format!("file://{}", dir.join(path).display()),
-        _ => uri.to_owned(),
+    let local = |path: &str| match path.starts_with('/') {
+        true => path.to_owned(),
+        false => dir.join(path).display().to_string(),
+    };
+    if let Some(path) = uri.strip_prefix("file://") {
+        return format!("file://{}", local(path));
+    }
+    if let Some(rest) = uri.strip_prefix("iceberg+sqlite://") {
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let params: Vec<String> = query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| match p.strip_prefix("warehouse=") {
+                Some(w) => format!("warehouse={}", local(w)),
+                None => p.to_owned(),
+            })
+            .collect();
+        let query = if params.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", params.join("&"))
+        };
+        return format!("iceberg+sqlite://{}{query}", local(path));
+    }
+    uri.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_paths_in_a_pipelines_file_are_relative_to_it() {
+        let dir = Path::new("/etc/stack");
+        assert_eq!(
+            relative_to("file://data?format=jsonl", dir),
+            "file:///etc/stack/data?format=jsonl"
+        );
+        assert_eq!(relative_to("file:///abs", dir), "file:///abs");
+        assert_eq!(
+            relative_to(
+                "iceberg+sqlite://../c.db/ns/t?warehouse=../wh&partition=day(ts)",
+                dir
+            ),
+            "iceberg+sqlite:///etc/stack/../c.db/ns/t?warehouse=/etc/stack/../wh&partition=day(ts)"
+        );
+        assert_eq!(
+            relative_to("kafka://h:1/t?group=g", dir),
+            "kafka://h:1/t?group=g"
+        );
     }
 }
