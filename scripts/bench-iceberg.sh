@@ -55,7 +55,7 @@ fresh empty
 $R run --source "kafka://$B/in?group=fresh&prop.session.timeout.ms=6000" --plugin $W/enrich.wasm \
   --sink "$(table "fresh_$RUN")" 2>"$LOGS/fresh.log" &
 pid=$!
-fresh_line=$(cd scripts/bench && "$PY" iceberg_freshness.py "$B" in "$CATALOG" "bench.fresh_$RUN" "$PROBES")
+fresh_line=$(cd scripts/bench && "$PY" iceberg_freshness.py "$B" in "$CATALOG" "$S3" "bench.fresh_$RUN" "$PROBES" 2>/dev/null)
 kill -INT $pid; wait $pid || true
 
 "$PY" - "$N" "$runtime_span" "$python_line" "$fresh_line" "$LOGS/runtime.log" "$CATALOG" "$S3" "bench.sluice_$RUN" <<'PY'

@@ -1,7 +1,7 @@
 """End-to-end freshness of a table a runtime fills from a topic: produces one probe session a
 second (its own session_id) and times how long until pyiceberg sees it. Prints p50/p99.
 
-    iceberg_freshness.py BROKER TOPIC CATALOG_HOST:PORT TABLE PROBES
+    iceberg_freshness.py BROKER TOPIC CATALOG_HOST:PORT S3_HOST:PORT TABLE PROBES
 """
 import json
 import statistics
@@ -15,9 +15,11 @@ from pyiceberg.expressions import In
 
 
 def main():
-    broker, topic, catalog, table, probes = sys.argv[1:6]
+    broker, topic, catalog, s3, table, probes = sys.argv[1:7]
     probes = int(probes)
-    c = RestCatalog("fresh", uri=f"http://{catalog}", warehouse="warehouse", credential="admin:password")
+    c = RestCatalog("fresh", uri=f"http://{catalog}", warehouse="warehouse", credential="admin:password",
+                    **{"s3.endpoint": f"http://{s3}", "s3.access-key-id": "admin", "s3.secret-access-key": "password",
+                       "s3.region": "us-east-1", "s3.path-style-access": "true"})
     producer = Producer({"bootstrap.servers": broker, "acks": "all"})
     sent = {}
 

@@ -84,7 +84,10 @@ fn read(args: &[&str]) -> serde_json::Value {
 const COUNT: &str = r#"
 import json, sys
 from pyiceberg.catalog.rest import RestCatalog
-c = RestCatalog("t", uri="http://" + sys.argv[2], warehouse="warehouse", credential="admin:password")
+c = RestCatalog("t", uri="http://" + sys.argv[2], warehouse="warehouse", credential="admin:password",
+                **{"s3.endpoint": "http://" + sys.argv[4], "s3.access-key-id": "admin",
+                   "s3.secret-access-key": "password", "s3.region": "us-east-1",
+                   "s3.path-style-access": "true"})
 s = c.load_table(sys.argv[3]).current_snapshot()
 print(json.dumps([{"rows": int(s.summary["total-records"]) if s else 0}]))
 "#;
