@@ -65,19 +65,23 @@ pub fn read_sqlite(db: &str, warehouse: &str, table: &str) -> serde_json::Value 
 }
 
 fn read(args: &[&str]) -> serde_json::Value {
+    python(READ, args).unwrap_or_else(|e| panic!("pyiceberg: {e}"))
+}
+
+/// What a pyiceberg `script` prints (a JSON list of one value), or its stderr.
+fn python(script: &str, args: &[&str]) -> Result<serde_json::Value, String> {
     let out = Command::new(s3::python())
-        .args(["-c", READ])
+        .args(["-c", script])
         .args(args)
         .output()
         .expect("python runs");
-    assert!(
-        out.status.success(),
-        "pyiceberg: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
     let mut list: Vec<serde_json::Value> =
-        serde_json::from_slice(&out.stdout).expect("the script prints a JSON list");
-    list.remove(0)
+        serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+    list.pop()
+        .ok_or_else(|| "the script printed no value".to_owned())
 }
 
 /// The current snapshot's `total-records`, without reading the data.
@@ -94,14 +98,5 @@ print(json.dumps([{"rows": int(s.summary["total-records"]) if s else 0}]))
 
 /// Rows pyiceberg sees now, or `None` while the table does not exist.
 pub fn rows_rest(catalog: &str, s3: &str, table: &str) -> Option<u64> {
-    let out = Command::new(s3::python())
-        .args(["-c", COUNT])
-        .args(["rest", catalog, table, s3])
-        .output()
-        .expect("python runs");
-    if !out.status.success() {
-        return None;
-    }
-    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).ok()?;
-    list.first()?["rows"].as_u64()
+    python(COUNT, &["rest", catalog, table, s3]).ok()?["rows"].as_u64()
 }

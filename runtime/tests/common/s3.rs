@@ -99,6 +99,27 @@ pub fn get(server: &str, key: &str) -> Option<Vec<u8>> {
     out.status.success().then_some(out.stdout)
 }
 
+/// The HTTP status curl gets for `url` (`000`: no answer within 2 s).
+fn http_code(args: &[&str], url: &str) -> String {
+    Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "2",
+        ])
+        .args(args)
+        .arg(url)
+        .output()
+        .map_or_else(
+            |_| "000".to_owned(),
+            |o| String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+}
+
 /// A server of the test's own (for tests that stop it), with its data in a directory that
 /// survives restarts; killed on drop.
 pub struct PrivateServer {
@@ -174,40 +195,17 @@ impl PrivateServer {
         // Generous: on a busy 2-core machine (tests in parallel) weed takes a while to start.
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
-            let ok = Command::new("curl")
-                .args([
-                    "-s",
-                    "-o",
-                    "/dev/null",
-                    "-w",
-                    "%{http_code}",
-                    "-I",
-                    "--max-time",
-                    "2",
-                ])
-                .args([
-                    "--aws-sigv4",
-                    "aws:amz:us-east-1:s3",
-                    "--user",
-                    &format!("{KEY_ID}:{SECRET}"),
-                ])
-                .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"])
-                .arg(format!("http://{}/{BUCKET}", self.addr))
-                .output()
-                .is_ok_and(|o| o.stdout == b"200")
-                && Command::new("curl")
-                    .args([
-                        "-s",
-                        "-o",
-                        "/dev/null",
-                        "-w",
-                        "%{http_code}",
-                        "--max-time",
-                        "2",
-                    ])
-                    .arg(format!("http://{}/v1/config", self.catalog()))
-                    .output()
-                    .is_ok_and(|o| o.stdout != b"000");
+            let signed = [
+                "--aws-sigv4",
+                "aws:amz:us-east-1:s3",
+                "--user",
+                &format!("{KEY_ID}:{SECRET}"),
+                "-H",
+                "x-amz-content-sha256: UNSIGNED-PAYLOAD",
+                "-I",
+            ];
+            let ok = http_code(&signed, &format!("http://{}/{BUCKET}", self.addr)) == "200"
+                && http_code(&[], &format!("http://{}/v1/config", self.catalog())) != "000";
             if ok {
                 return;
             }
