@@ -21,7 +21,7 @@ pub struct Record {
 }
 
 /// Where a record came from: `topic/PARTITION@OFFSET`, `KEY#ROW`, `stdin:LINE`,
-/// `mock.wasm@RUN#SEQ`, or any text. The part before the number is shared by every record of a
+/// `mock.wasm@RUN-PID#SEQ`, or any text. The part before the number is shared by every record of a
 /// partition, object or stream, and the whole is formatted only when shown or handed to a
 /// plugin (straight into the wire buffer): reading a record costs no allocation for it.
 #[derive(Debug, Clone, PartialEq, Eq)]

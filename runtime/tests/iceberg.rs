@@ -220,8 +220,6 @@ fn concurrent_writers_retry_conflicts_and_keep_each_others_positions() {
             let mut cmd = common::runtime();
             s3::with_credentials(&mut cmd);
             let seed = format!("seed={}", 40 + i);
-            // A generator's positions are named after its start time in ms: start apart.
-            std::thread::sleep(Duration::from_millis(20));
             let args = ["run", "--plugin", mock.to_str().unwrap(), "--rate", "4000"];
             let args = [
                 &args[..],

@@ -71,7 +71,9 @@ impl PluginSource {
         let run = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
-        let run_name = format!("{}@{run}", instance.plugin().name).into();
+        // Start time and process: two generators started in the same millisecond by two
+        // processes (writing one table, say) must not share positions.
+        let run_name = format!("{}@{run}-{}", instance.plugin().name, std::process::id()).into();
         PluginSource {
             instance,
             pacer: Pacer::new(rate, Instant::now()),

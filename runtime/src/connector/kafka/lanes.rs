@@ -22,6 +22,8 @@ pub(super) struct Lanes {
 
 #[derive(Default)]
 struct LaneState {
+    /// The source is closing: what is unacknowledged now never will be, so revokes do not wait.
+    closing: bool,
     in_flight: HashMap<i32, usize>,
     /// Bumped when the partition is revoked: batches read before are stale.
     epoch: HashMap<i32, u64>,
@@ -71,7 +73,7 @@ impl Lanes {
         for p in partitions {
             *state.epoch.entry(*p).or_default() += 1;
         }
-        if self.keepers.is_empty() {
+        if self.keepers.is_empty() || state.closing {
             return;
         }
         let started = Instant::now();
@@ -80,7 +82,7 @@ impl Lanes {
                 .iter()
                 .map(|p| state.in_flight.get(p).copied().unwrap_or(0))
                 .sum();
-            if busy == 0 {
+            if busy == 0 || state.closing {
                 return;
             }
             if started.elapsed() > REVOKE_WAIT {
@@ -98,6 +100,13 @@ impl Lanes {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
+    }
+
+    /// The source closes: every batch that will be acknowledged has been (or its pipeline
+    /// failed), so the revoke of leaving the group must not wait for the rest.
+    pub(super) fn close(&self) {
+        self.lock().closing = true;
+        self.acked.notify_all();
     }
 
     /// After partitions are assigned: sinks that keep positions reload them.

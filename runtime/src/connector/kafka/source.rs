@@ -263,6 +263,7 @@ impl Source for KafkaSource {
     fn finish(&mut self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
             self.stop.store(true, Ordering::Relaxed);
+            self.lanes.close();
             // Without this, an idle poll thread finishes its wait for records (up to 100 ms).
             self.consumer.context().wake_poller();
             self.polled.close(); // records still queued were not processed: not acked, re-read later
