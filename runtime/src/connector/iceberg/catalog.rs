@@ -22,7 +22,7 @@ use super::uri::{Catalog, IcebergUri};
 
 /// The catalog name the embedded catalog's rows carry; pyiceberg opens it as
 /// `SqlCatalog("sluice", uri="sqlite:///PATH", warehouse="file://DIR")`.
-pub const EMBEDDED_CATALOG_NAME: &str = "sluice";
+const EMBEDDED_CATALOG_NAME: &str = "sluice";
 
 /// The catalog, with commit conflicts handed back unretried (see the module).
 pub struct TableCatalog {

@@ -204,12 +204,6 @@ pub(super) async fn committer(shared: Arc<Shared>, mut closed: mpsc::Receiver<()
                 || *stopping.borrow()
                 || p.opened.is_some_and(|t| t.elapsed() >= every)
                 || shared.uri.commit_records.is_some_and(|n| p.records >= n);
-            tracing::trace!(
-                due,
-                records = p.records,
-                waiters = p.waiters.len(),
-                "commit check"
-            );
             (due && !p.waiters.is_empty()).then(|| std::mem::take(&mut state.pending))
         };
         if let Some(pending) = pending {

@@ -17,6 +17,5 @@ mod sink;
 mod table;
 mod uri;
 
-pub use catalog::EMBEDDED_CATALOG_NAME;
 pub use sink::IcebergSink;
 pub use uri::IcebergUri;
