@@ -154,6 +154,45 @@ impl PrivateServer {
 
     /// Starts the server (again) on the same port and data.
     pub fn restart(&mut self) {
+        self.spawn();
+        // Generous: on a busy 2-core machine (tests in parallel) weed takes a while to start.
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let signed = [
+                "--aws-sigv4",
+                "aws:amz:us-east-1:s3",
+                "--user",
+                &format!("{KEY_ID}:{SECRET}"),
+                "-H",
+                "x-amz-content-sha256: UNSIGNED-PAYLOAD",
+                "-I",
+            ];
+            let ok = http_code(&signed, &format!("http://{}/{BUCKET}", self.addr)) == "200"
+                && http_code(&[], &format!("http://{}/v1/config", self.catalog())) != "000";
+            if ok {
+                return;
+            }
+            let log = std::fs::read_to_string(self.dir.path().join("weed.log")).unwrap_or_default();
+            assert!(
+                Instant::now() < deadline,
+                "private weed did not serve {} within 90 s; its log:\n{log}",
+                self.addr,
+            );
+            // One of its derived ports lies in the ephemeral range, and another process's
+            // connection may hold it for a moment: start again once it is free.
+            let exited = self
+                .child
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            if exited && log.contains("Port allocation failed") {
+                std::thread::sleep(Duration::from_secs(1));
+                self.spawn();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn spawn(&mut self) {
         let weed = script_output("weed");
         let p = self.port as u32;
         let child = Command::new(weed)
@@ -192,31 +231,6 @@ impl PrivateServer {
             .spawn()
             .expect("weed starts");
         self.child = Some(child);
-        // Generous: on a busy 2-core machine (tests in parallel) weed takes a while to start.
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            let signed = [
-                "--aws-sigv4",
-                "aws:amz:us-east-1:s3",
-                "--user",
-                &format!("{KEY_ID}:{SECRET}"),
-                "-H",
-                "x-amz-content-sha256: UNSIGNED-PAYLOAD",
-                "-I",
-            ];
-            let ok = http_code(&signed, &format!("http://{}/{BUCKET}", self.addr)) == "200"
-                && http_code(&[], &format!("http://{}/v1/config", self.catalog())) != "000";
-            if ok {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "private weed did not serve {} within 90 s; its log:\n{}",
-                self.addr,
-                std::fs::read_to_string(self.dir.path().join("weed.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
     }
 
     /// kill -9: the server is gone until `restart`.
