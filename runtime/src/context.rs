@@ -64,6 +64,7 @@ pub struct EndpointMetrics {
     kafka_lag: Mutex<BTreeMap<(String, i32), i64>>,
     kafka_retries: Mutex<BTreeMap<String, u64>>,
     table_commits: Mutex<BTreeMap<String, TableCommits>>,
+    object_events: Mutex<BTreeMap<(String, &'static str), u64>>,
 }
 
 /// What a table sink's commits did, summed.
@@ -105,6 +106,18 @@ impl EndpointMetrics {
         t.conflicts += conflicts;
         t.records += records;
         t.seconds += seconds;
+    }
+
+    /// An event-fed object source dealt with an event: `read`, `repeated`, `ignored`,
+    /// `missing` or `malformed`.
+    pub fn count_object_event(&self, uri: &str, outcome: &'static str) {
+        *lock(&self.object_events)
+            .entry((uri.to_owned(), outcome))
+            .or_default() += 1;
+    }
+
+    pub fn object_events(&self) -> BTreeMap<(String, &'static str), u64> {
+        lock(&self.object_events).clone()
     }
 
     pub fn table_commits(&self) -> BTreeMap<String, TableCommits> {

@@ -213,6 +213,15 @@ impl Metrics {
         for (uri, n) in self.endpoints.kafka_retries() {
             let _ = writeln!(out, "{name}{{uri=\"{}\"}} {n}", escape(&uri));
         }
+        let name = "sluice_object_events_total";
+        let _ = writeln!(out, "# HELP {name} Object events by outcome: read, repeated (already read in this run), ignored (not a created object of this source), missing (the object is gone), malformed.\n# TYPE {name} counter");
+        for ((uri, outcome), n) in self.endpoints.object_events() {
+            let _ = writeln!(
+                out,
+                "{name}{{uri=\"{}\",outcome=\"{outcome}\"}} {n}",
+                escape(&uri)
+            );
+        }
         let commits = self.endpoints.table_commits();
         for (name, help, get) in [
             (

@@ -26,6 +26,9 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub struct RecordError {
     pub position: String,
     pub message: String,
+    /// The input as it came, where there is one (a malformed event read from Kafka): its dead
+    /// letter carries it unchanged.
+    pub input: Option<Record>,
 }
 
 /// Marks a batch's source positions done; called once every output derived from the batch is
@@ -119,7 +122,7 @@ pub struct SourceOptions {
     pub state: Option<std::path::PathBuf>,
 }
 
-const SOURCES: &str = "stdin, kafka://HOST:PORT/TOPIC?group=GROUP, s3://BUCKET/PREFIX?endpoint=URL&format=parquet|jsonl, file://DIR?format=parquet|jsonl or mem://NAME";
+const SOURCES: &str = "stdin, kafka://HOST:PORT/TOPIC?group=GROUP, s3://BUCKET/PREFIX?endpoint=URL&format=parquet|jsonl (&events=kafka://HOST:PORT/TOPIC or &list=events), file://DIR?format=parquet|jsonl or mem://NAME";
 const SINKS: &str = "stdout, kafka://HOST:PORT/TOPIC, s3://BUCKET/PREFIX?endpoint=URL&format=parquet|jsonl, file://DIR?format=parquet|jsonl, iceberg://HOST:PORT/NAMESPACE/TABLE?warehouse=W, iceberg+sqlite://PATH/catalog.db/NAMESPACE/TABLE?warehouse=DIR or mem://NAME";
 
 /// Which of a pipeline's sinks is opened: its main sink, or a named output or dead letters.
@@ -141,10 +144,15 @@ pub async fn open_source(
         Some("kafka") => Ok(Box::new(
             kafka::KafkaSource::open(&kafka::KafkaUri::parse(uri)?, options, ctx).await?,
         )),
-        Some("s3" | "file") => Ok(Box::new(
-            object::ObjectSource::open(&object::ObjectUri::parse(uri)?, options.state.clone(), ctx)
-                .await?,
-        )),
+        Some("s3" | "file") => {
+            let uri = object::ObjectUri::parse(uri)?;
+            Ok(match uri.events {
+                Some(_) => Box::new(object::EventSource::open(&uri, options, ctx).await?),
+                None => {
+                    Box::new(object::ObjectSource::open(&uri, options.state.clone(), ctx).await?)
+                }
+            })
+        }
         Some("mem") => Ok(Box::new(mem::MemSource::open(uri, ctx)?)),
         _ => anyhow::bail!("unsupported source `{uri}`: use {SOURCES}"),
     }

@@ -60,7 +60,11 @@ impl<R: AsyncRead + Unpin + Send> LineSource<R> {
                 }
                 if let Err(message) = jsonl::validate(line) {
                     let position = format!("{}:{}", self.name, self.line);
-                    batch.error = Some(RecordError { position, message });
+                    batch.error = Some(RecordError {
+                        position,
+                        message,
+                        input: None,
+                    });
                     return Ok(Some(batch));
                 }
                 let mut record = Record::new(raw.slice_ref(line));

@@ -12,6 +12,7 @@ fn large_batches_are_cut_by_bytes_and_acked_once_at_the_end() {
         error: Some(crate::connector::RecordError {
             position: "line 8".into(),
             message: "bad".into(),
+            input: None,
         }),
         lane: 3,
         ack: Some(Box::new(move || {

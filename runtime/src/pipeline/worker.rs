@@ -114,7 +114,11 @@ pub(super) async fn work(
             );
             let started = std::time::Instant::now();
             // Dead letters are the inputs as they came: keep them until the batch is through.
-            let inputs = sinks.dead_letters.as_ref().map(|_| batch.records.clone());
+            let inputs = sinks.dead_letters.as_ref().map(|_| {
+                let mut inputs = batch.records.clone();
+                inputs.extend(batch.error.as_ref().and_then(|e| e.input.clone()));
+                inputs
+            });
             let (outputs, mut failures) = tokio::task::block_in_place(|| {
                 run_chain(&mut chain, batch.records, policy, &names)
             })?;

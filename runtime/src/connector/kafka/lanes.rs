@@ -18,6 +18,9 @@ pub(super) struct Lanes {
     state: Mutex<LaneState>,
     acked: Condvar,
     keepers: Vec<Arc<dyn PositionKeeper>>,
+    /// A revoke waits for the batches in flight even without keepers: each stands for a
+    /// whole object (events), which the next owner would read again.
+    drain: bool,
 }
 
 #[derive(Default)]
@@ -30,9 +33,10 @@ struct LaneState {
 }
 
 impl Lanes {
-    pub(super) fn new(keepers: Vec<Arc<dyn PositionKeeper>>) -> Self {
+    pub(super) fn new(keepers: Vec<Arc<dyn PositionKeeper>>, drain: bool) -> Self {
         Lanes {
             keepers,
+            drain,
             ..Default::default()
         }
     }
@@ -67,13 +71,14 @@ impl Lanes {
     }
 
     /// Before `partitions` are given up: later batches of theirs are stale, and with sinks that
-    /// keep positions, the ones in flight are committed first (asked to commit at once).
+    /// keep positions (or when draining), the ones in flight are acknowledged first (sinks that
+    /// keep positions are asked to commit at once).
     pub(super) fn revoke(&self, partitions: &[i32]) {
         let mut state = self.lock();
         for p in partitions {
             *state.epoch.entry(*p).or_default() += 1;
         }
-        if self.keepers.is_empty() || state.closing {
+        if (self.keepers.is_empty() && !self.drain) || state.closing {
             return;
         }
         let started = Instant::now();

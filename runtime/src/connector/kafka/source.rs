@@ -66,8 +66,21 @@ impl Polled {
 
 impl KafkaSource {
     pub async fn open(uri: &KafkaUri, options: &SourceOptions, ctx: &Context) -> Result<Self> {
+        Self::open_with(uri, options, ctx, false).await
+    }
+
+    /// With `drain_on_revoke`, giving up a partition waits (up to 30 s) until its batches in
+    /// flight are acknowledged, so its next owner does not repeat them: for records that
+    /// stand for a lot of work (object events).
+    pub async fn open_with(
+        uri: &KafkaUri,
+        options: &SourceOptions,
+        ctx: &Context,
+        drain_on_revoke: bool,
+    ) -> Result<Self> {
         let batch_size = options.batch_size;
-        let lanes = Arc::new(Lanes::new(ctx.shared::<Keepers>().of(&options.pipeline)));
+        let keepers = ctx.shared::<Keepers>().of(&options.pipeline);
+        let lanes = Arc::new(Lanes::new(keepers, drain_on_revoke));
         let group = uri.group.as_deref().ok_or_else(|| {
             anyhow!(
                 "Kafka source {} needs a consumer group: add ?group=NAME",

@@ -4,13 +4,19 @@
 //! position of their first record, so a replay overwrites instead of duplicating. The source
 //! lists new objects under a prefix, emits their rows (one lane per object, so objects are
 //! processed in parallel) and remembers durably which objects are done and how far a half-done
-//! one got.
+//! one got; with `list=events` it publishes an object-created event per object instead. The
+//! event-fed source (`events=kafka://...`) reads the objects such events name, sharing a
+//! bucket among the processes of a consumer group.
 
+mod event_source;
+pub mod events;
 mod progress;
+mod rows;
 mod sink;
 mod source;
 mod uri;
 
+pub use event_source::EventSource;
 pub use progress::Progress;
 pub use sink::ObjectSink;
 pub use source::ObjectSource;

@@ -81,6 +81,13 @@ struct Pending {
 
 impl ObjectSink {
     pub async fn open(uri: &ObjectUri, ctx: &Context) -> Result<Self> {
+        if uri.events.is_some() || uri.list_events {
+            anyhow::bail!(
+                "{}: events= and list=events are for sources: a sink writes objects \
+                 (to publish their events, run a list=events source into Kafka)",
+                uri.display
+            );
+        }
         let columns = match &uri.schema {
             None => pq::ColumnEncoder::default(),
             Some(path) => {

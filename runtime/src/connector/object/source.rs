@@ -1,5 +1,6 @@
 //! The listing source: new objects under a prefix, in key order, their rows as records (one
-//! lane per object), progress acknowledged row by row and saved every second.
+//! lane per object), progress acknowledged row by row and saved every second. With
+//! `list=events` it publishes an object-created event per object instead of its rows.
 
 use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
@@ -10,30 +11,21 @@ use anyhow::{anyhow, Context as _, Result};
 use bytes::Bytes;
 use opendal::Operator;
 
+use opendal::raw::Timestamp;
+
+use super::events;
 use super::progress::{ProgressStore, Tracker, SAVE_EVERY};
-use super::{Format, ObjectUri};
-use crate::connector::{BoxFuture, RecordError, Source, SourceBatch};
+use super::rows::OpenObject;
+use super::ObjectUri;
+use crate::connector::{BoxFuture, Source, SourceBatch};
 use crate::context::Context;
-use crate::format::{jsonl, parquet as pq};
 use crate::health::{Cause, Health};
 use crate::record::{Origin, Record};
 
-enum Rows {
-    Parquet(pq::ParquetRows),
-    Jsonl { data: Bytes, at: usize, line: u64 },
-}
-
-struct OpenObject {
-    key: Arc<str>,
-    /// The same key as record keys: one buffer shared by every row.
-    key_bytes: Bytes,
+/// An object being read, and its lane.
+struct Current {
+    object: OpenObject,
     lane: u32,
-    rows: Option<Rows>,
-    /// Rows (records and bad rows) handed out so far.
-    next_row: u64,
-    ahead: VecDeque<Bytes>,
-    /// Decoded but not yet handed out error, ending the rows before it.
-    error: Option<(u64, String)>,
 }
 
 pub struct ObjectSource {
@@ -41,9 +33,9 @@ pub struct ObjectSource {
     health: Arc<Health>,
     op: Operator,
     tracker: Arc<Tracker>,
-    queue: VecDeque<String>,
+    queue: VecDeque<Listed>,
     seen: HashSet<String>,
-    current: Option<OpenObject>,
+    current: Option<Current>,
     lanes: u32,
     last_list: Option<Instant>,
     saver: tokio::task::JoinHandle<()>,
@@ -51,6 +43,15 @@ pub struct ObjectSource {
     opened: u64,
     rows: u64,
     last_progress: Instant,
+}
+
+/// An object found by listing, not done yet.
+struct Listed {
+    key: String,
+    /// For `list=events`: what the event says about it.
+    size: u64,
+    etag: Option<String>,
+    modified: Option<String>,
 }
 
 /// How often (at most; and every 100 objects) a source with a backlog says how far it got.
@@ -99,8 +100,8 @@ impl ObjectSource {
         })
     }
 
-    /// Lists the prefix and queues objects not done yet, in key order. Keys under a folder (or
-    /// with a name) starting with `_` or `.` are bookkeeping (ours, Spark's `_SUCCESS`...).
+    /// Lists the prefix and queues objects not done yet (see [`ObjectUri::wants`]), in key
+    /// order.
     async fn list(&mut self) -> Result<()> {
         let entries = self
             .op
@@ -116,31 +117,77 @@ impl ObjectSource {
             .lock()
             .map_err(|_| anyhow!("poisoned"))?
             .done;
-        let mut new: Vec<String> = entries
+        let mut new: Vec<Listed> = entries
             .into_iter()
             .filter(|e| e.metadata().mode().is_file())
-            .map(|e| e.path().trim_start_matches('/').to_owned())
-            .filter(|k| {
-                let rel = k.strip_prefix(&self.uri.prefix).unwrap_or(k);
-                !rel.split('/')
-                    .any(|part| part.starts_with('_') || part.starts_with('.'))
-                    && self.uri.format.reads(k)
-                    && !done.contains(k)
-                    && !self.seen.contains(k)
+            .map(|e| {
+                let meta = e.metadata();
+                Listed {
+                    key: e.path().trim_start_matches('/').to_owned(),
+                    size: meta.content_length(),
+                    etag: meta.etag().map(|t| t.trim_matches('"').to_owned()),
+                    modified: meta.last_modified().map(|t| t.to_string()),
+                }
+            })
+            .filter(|o| {
+                self.uri.wants(&o.key) && !done.contains(&o.key) && !self.seen.contains(&o.key)
             })
             .collect();
-        new.sort();
+        new.sort_by(|a, b| a.key.cmp(&b.key));
         if !new.is_empty() {
             tracing::info!(uri = %self.uri.display, new = new.len(), "new objects");
         }
-        for k in new {
-            self.seen.insert(k.clone());
-            self.queue.push_back(k);
+        for o in new {
+            self.seen.insert(o.key.clone());
+            self.queue.push_back(o);
         }
         Ok(())
     }
 
-    async fn open_object(&mut self, key: String) -> Result<OpenObject> {
+    /// `list=events`: up to `max` queued objects as object-created events, keyed
+    /// `bucket/key` (so repeated events of one object stay in order in one partition), all
+    /// marked done once the events are durable.
+    fn events(&mut self, max: usize) -> SourceBatch {
+        let bucket = self.uri.bucket().unwrap_or_default().to_owned();
+        let n = self.queue.len().min(max);
+        let mut keys = Vec::with_capacity(n);
+        let records = self
+            .queue
+            .drain(..n)
+            .map(|o| {
+                let created = events::Created {
+                    bucket: bucket.clone(),
+                    key: o.key,
+                    size: Some(o.size),
+                    etag: o.etag,
+                };
+                let time = o.modified.unwrap_or_else(|| Timestamp::now().to_string());
+                let (key, value) = events::created(&created, self.uri.region(), &time);
+                let origin = Origin::At(Arc::from(created.key.as_str()), '#', 0);
+                keys.push(created.key);
+                Record {
+                    key: Some(Bytes::from(key)),
+                    value: Bytes::from(value),
+                    origin: Some(origin),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        self.opened += n as u64;
+        let tracker = self.tracker.clone();
+        SourceBatch {
+            records,
+            error: None,
+            lane: 0,
+            ack: Some(Box::new(move || {
+                for key in keys {
+                    tracker.acked(&key, 1, true);
+                }
+            })),
+        }
+    }
+
+    async fn open_object(&mut self, key: String) -> Result<Current> {
         let skip = self
             .tracker
             .progress
@@ -158,81 +205,10 @@ impl ObjectSource {
             .await
             .map_err(|e| self.uri.explain(e, &format!("read {key}")))?
             .to_bytes();
-        let mut object = OpenObject {
-            key: Arc::from(key.as_str()),
-            key_bytes: Bytes::from(key.clone()),
+        Ok(Current {
+            object: OpenObject::new(&key, data, self.uri.format, skip),
             lane,
-            rows: None,
-            next_row: 0,
-            ahead: VecDeque::new(),
-            error: None,
-        };
-        match self.uri.format {
-            Format::Parquet => match pq::ParquetRows::open(data) {
-                Ok(rows) => object.rows = Some(Rows::Parquet(rows)),
-                Err(e) => object.error = Some((0, e)),
-            },
-            Format::Jsonl => {
-                object.rows = Some(Rows::Jsonl {
-                    data,
-                    at: 0,
-                    line: 0,
-                })
-            }
-        }
-        if skip > 0 {
-            tracing::info!(key, rows = skip, "resuming a half-done object");
-            while object.next_row < skip {
-                object.fill(1);
-                if object.ahead.pop_front().is_none() && object.error.take().is_none() {
-                    break;
-                }
-                object.next_row += 1;
-            }
-        }
-        Ok(object)
-    }
-}
-
-impl OpenObject {
-    /// Decodes until `want` rows are ahead, an error is found or the object ends.
-    fn fill(&mut self, want: usize) {
-        while self.ahead.len() < want && self.error.is_none() {
-            let row = self.next_row + self.ahead.len() as u64;
-            match &mut self.rows {
-                None => return,
-                Some(Rows::Parquet(rows)) => match rows.next_rows() {
-                    Some(Ok(batch)) => self.ahead.extend(batch),
-                    Some(Err(e)) => {
-                        self.error = Some((row, e));
-                        self.rows = None;
-                    }
-                    None => self.rows = None,
-                },
-                Some(Rows::Jsonl { data, at, line }) => {
-                    if *at >= data.len() {
-                        self.rows = None;
-                        return;
-                    }
-                    let end = memchr::memchr(b'\n', &data[*at..]).map_or(data.len(), |n| *at + n);
-                    let text = data.slice(*at..end);
-                    *at = end + 1;
-                    *line += 1;
-                    let trimmed = text.trim_ascii();
-                    if trimmed.is_empty() {
-                        continue;
-                    }
-                    match jsonl::validate(trimmed) {
-                        Ok(()) => self.ahead.push_back(text),
-                        Err(e) => self.error = Some((row, format!("line {line}: {e}"))),
-                    }
-                }
-            }
-        }
-    }
-
-    fn finished(&self) -> bool {
-        self.rows.is_none() && self.ahead.is_empty() && self.error.is_none()
+        })
     }
 }
 
@@ -240,53 +216,27 @@ impl Source for ObjectSource {
     fn next_batch(&mut self, max: usize) -> BoxFuture<'_, Result<Option<SourceBatch>>> {
         Box::pin(async move {
             loop {
-                if let Some(object) = &mut self.current {
-                    object.fill(max);
-                    let n = object.ahead.len().min(max);
-                    let first = object.next_row;
-                    let records: Vec<Record> = object
-                        .ahead
-                        .drain(..n)
-                        .enumerate()
-                        .map(|(i, value)| Record {
-                            key: Some(object.key_bytes.clone()),
-                            value,
-                            origin: Some(Origin::At(object.key.clone(), '#', first + i as u64)),
-                            ..Default::default()
-                        })
-                        .collect();
-                    object.next_row += n as u64;
-                    self.rows += n as u64;
-                    // An error is handed out once the rows before it are.
-                    let error = if object.ahead.is_empty() {
-                        object.error.take().map(|(row, message)| {
-                            object.next_row += 1;
-                            RecordError {
-                                position: format!("{}#{row}", object.key),
-                                message: format!("{}: {message}", self.uri.display),
-                            }
-                        })
-                    } else {
-                        None
-                    };
-                    if error.is_none() {
-                        object.fill(1); // to know whether this batch is the object's last
-                    }
-                    let finished = object.finished();
-                    let (key, rows_done, lane) = (object.key.clone(), object.next_row, object.lane);
-                    if finished {
+                if let Some(Current { object, lane }) = &mut self.current {
+                    let taken = object.take(max, &self.uri.display);
+                    self.rows += taken.records.len() as u64;
+                    let (key, lane) = (object.key.clone(), *lane);
+                    if taken.finished {
                         self.current = None;
                     }
                     let tracker = self.tracker.clone();
+                    let (rows_done, finished) = (taken.rows_done, taken.finished);
                     return Ok(Some(SourceBatch {
-                        records,
-                        error,
+                        records: taken.records,
+                        error: taken.error,
                         lane,
                         ack: Some(Box::new(move || tracker.acked(&key, rows_done, finished))),
                     }));
                 }
-                if let Some(key) = self.queue.pop_front() {
-                    self.current = Some(self.open_object(key).await?);
+                if self.uri.list_events && !self.queue.is_empty() {
+                    return Ok(Some(self.events(max)));
+                }
+                if let Some(listed) = self.queue.pop_front() {
+                    self.current = Some(self.open_object(listed.key).await?);
                     self.opened += 1;
                     if self.last_progress.elapsed() >= PROGRESS_EVERY
                         || self.opened.is_multiple_of(100)

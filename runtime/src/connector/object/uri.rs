@@ -35,6 +35,13 @@ pub struct ObjectUri {
     /// Parquet sink: example records (JSON lines) to take the columns from, instead of the
     /// first batch.
     pub schema: Option<PathBuf>,
+    /// Source: read the objects named by object-created events from this Kafka topic
+    /// (`kafka://HOST:PORT/TOPIC?group=GROUP&prop...`, built from `events=`, `group=` and the
+    /// `prop.`s), instead of listing.
+    pub events: Option<String>,
+    /// Source (`list=events`): list, and publish one object-created event per object instead
+    /// of its rows.
+    pub list_events: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -51,6 +58,7 @@ enum Store {
 }
 
 const USAGE: &str = "use s3://BUCKET/PREFIX?endpoint=http://HOST:PORT&format=parquet|jsonl \
+                     (sources also take events=kafka://HOST:PORT/TOPIC or list=events) \
                      or file://DIR?format=parquet|jsonl";
 
 impl ObjectUri {
@@ -123,7 +131,29 @@ impl ObjectUri {
         )?;
         let group = query.take("group").unwrap_or_else(|| "sluice".to_owned());
         let schema = query.take("schema").map(PathBuf::from);
-        query.finish("endpoint, region, access_key_id, secret_access_key, path_style, format, roll, roll_records, roll_bytes, poll, follow, group, schema")?;
+        let list_events = match query.take("list").as_deref() {
+            None => false,
+            Some("events") => true,
+            Some(other) => {
+                return Err(query.error(format!(
+                    "list={other}: use list=events (publish an event per object) or leave it out"
+                )))
+            }
+        };
+        let events = match query.take("events") {
+            None => None,
+            Some(events) => Some(events_uri(&events, &group, &mut query)?),
+        };
+        if events.is_some() && list_events {
+            return Err(query.error(
+                "events= (read objects named by events) and list=events (publish events) \
+                 are two different jobs: give one",
+            ));
+        }
+        if (events.is_some() || list_events) && !matches!(store, Store::S3 { .. }) {
+            return Err(query.error("object events name a bucket: use an s3:// URI"));
+        }
+        query.finish("endpoint, region, access_key_id, secret_access_key, path_style, format, roll, roll_records, roll_bytes, poll, follow, group, schema, events, list, prop.NAME (with events=)")?;
         let mut prefix = prefix.trim_matches('/').to_owned();
         if !prefix.is_empty() {
             prefix.push('/');
@@ -140,7 +170,25 @@ impl ObjectUri {
             follow,
             group,
             schema,
+            events,
+            list_events,
         })
+    }
+
+    /// The bucket of an `s3://` URI.
+    pub fn bucket(&self) -> Option<&str> {
+        match &self.store {
+            Store::S3 { bucket, .. } => Some(bucket),
+            Store::Dir(_) => None,
+        }
+    }
+
+    /// The region of an `s3://` URI (empty for a directory).
+    pub fn region(&self) -> &str {
+        match &self.store {
+            Store::S3 { region, .. } => region,
+            Store::Dir(_) => "",
+        }
     }
 
     /// An operator with retries (bounded exponential backoff, logged); fails if the bucket or
@@ -214,6 +262,17 @@ impl ObjectUri {
         }
     }
 
+    /// Whether a key is one of this source's objects: under the prefix, of its format, and not
+    /// bookkeeping (a folder or name starting with `_` or `.`: ours, Spark's `_SUCCESS`...).
+    pub(super) fn wants(&self, key: &str) -> bool {
+        let Some(rel) = key.strip_prefix(&self.prefix) else {
+            return false;
+        };
+        !rel.split('/')
+            .any(|part| part.starts_with('_') || part.starts_with('.'))
+            && self.format.reads(key)
+    }
+
     pub(super) fn list_root(&self) -> String {
         if self.prefix.is_empty() {
             "/".to_owned()
@@ -239,6 +298,32 @@ impl ObjectUri {
         };
         anyhow!("{}: {doing}: {hint} ({})", self.display, one_line(&e))
     }
+}
+
+/// The events topic as a consumer-group URI: `events=kafka://HOST:PORT/TOPIC`, the object
+/// URI's `group=`, and its `prop.NAME=VALUE`s as the consumer's settings.
+fn events_uri(events: &str, group: &str, query: &mut Query<'_>) -> Result<String> {
+    if !events.starts_with("kafka://") {
+        return Err(query.error(format!(
+            "events={events}: give the events topic as events=kafka://HOST:PORT/TOPIC"
+        )));
+    }
+    if events.contains('?') {
+        return Err(query.error(format!(
+            "events={events}: put the consumer's settings on the object URI as \
+             prop.NAME=VALUE and its group as group=NAME"
+        )));
+    }
+    // An event stands for a whole object: commit what is done often, so a member that dies
+    // leaves little done-but-uncommitted work to be read again (prop. overrides it).
+    let mut uri = format!("{events}?group={group}&prop.auto.commit.interval.ms=100");
+    for (k, v) in query.take_prefixed("prop.")? {
+        // Parsed again as a URI: keep a `%` or `&` in a value what it was.
+        let v = v.replace('%', "%25").replace('&', "%26");
+        uri.push_str(&format!("&prop.{k}={v}"));
+    }
+    crate::connector::kafka::KafkaUri::parse(&uri)?;
+    Ok(uri)
 }
 
 /// Logs and counts each retried object store request.
@@ -288,5 +373,38 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("path_style=maybe: use path_style=true"), "{e}");
+    }
+
+    #[test]
+    fn event_uris() {
+        let u = ObjectUri::parse("s3://raw/in?format=parquet&events=kafka://127.0.0.1:9092/object-events&group=ingest&prop.session.timeout.ms=6000").unwrap();
+        assert_eq!(
+            u.events.as_deref(),
+            Some("kafka://127.0.0.1:9092/object-events?group=ingest&prop.auto.commit.interval.ms=100&prop.session.timeout.ms=6000")
+        );
+        assert_eq!((u.bucket(), u.prefix.as_str()), (Some("raw"), "in/"));
+        assert!(
+            ObjectUri::parse("s3://raw?list=events")
+                .unwrap()
+                .list_events
+        );
+        for (uri, why) in [
+            ("s3://b?list=all", "list=all: use list=events"),
+            (
+                "s3://b?events=http://h:1/t",
+                "events=kafka://HOST:PORT/TOPIC",
+            ),
+            ("s3://b?events=kafka://h:1/t?group=g", "group=NAME"),
+            ("s3://b?events=kafka://h/t", "HOST:PORT"),
+            (
+                "s3://b?events=kafka://h:1/t&list=events",
+                "two different jobs",
+            ),
+            ("file:///tmp/x?list=events", "use an s3:// URI"),
+            ("s3://b?prop.a=b", "unknown parameter `prop.a`"),
+        ] {
+            let e = ObjectUri::parse(uri).unwrap_err().to_string();
+            assert!(e.contains(why), "{uri}: {e}");
+        }
     }
 }
