@@ -110,6 +110,51 @@ fn compose_runs_the_stack_against_kafka_and_minio() {
     let deps = runtime["depends_on"].as_mapping().unwrap();
     assert!(deps.contains_key("kafka-topics") && deps.contains_key("minio-buckets"));
 
+    // Scaled out: MinIO notifies object-events (kept on disk while Kafka is down), the stack's
+    // producer reads the events, and the `ingest` replicas run examples/ingest.toml in its group.
+    let minio = &service("minio")["environment"];
+    assert_eq!(
+        minio["MINIO_NOTIFY_KAFKA_TOPIC_PRIMARY"].as_str(),
+        Some("object-events")
+    );
+    assert!(minio["MINIO_NOTIFY_KAFKA_QUEUE_DIR_PRIMARY"]
+        .as_str()
+        .is_some());
+    assert!(
+        buckets.contains("arn:minio:sqs::PRIMARY:kafka --event put"),
+        "{buckets}"
+    );
+    assert!(
+        topics.contains("object-events"),
+        "topic object-events is not created"
+    );
+    let events_source = runtime["environment"]["SLUICE_ENDPOINT_RAW_OBJECTS"]
+        .as_str()
+        .unwrap();
+    assert!(
+        events_source.contains("events=kafka://kafka:19092/object-events"),
+        "{events_source}"
+    );
+    let ingest = service("ingest");
+    assert_eq!(
+        ingest["environment"]["SLUICE_ENDPOINT_RAW_OBJECTS"].as_str(),
+        Some(events_source)
+    );
+    assert!(ingest["deploy"]["replicas"].as_u64().unwrap() > 1);
+    let ingest_file: toml::Table = toml::from_str(&repo("examples/ingest.toml")).unwrap();
+    for (k, _) in ingest["environment"].as_mapping().unwrap() {
+        if let Some(endpoint) = k.as_str().unwrap().strip_prefix("SLUICE_ENDPOINT_") {
+            assert!(
+                ingest_file["endpoints"]
+                    .get(endpoint.to_ascii_lowercase())
+                    .is_some(),
+                "ingest overrides {endpoint}, which examples/ingest.toml does not have"
+            );
+        }
+    }
+    let lister = serde_yaml::to_string(&service("object-lister")["command"]).unwrap();
+    assert!(lister.contains("list=events") && lister.contains("kafka://kafka:19092/object-events"));
+
     // The image has what the stack file names: the runtime and the three plugins.
     let dockerfile = repo("Dockerfile");
     for from in dockerfile.lines().filter_map(|l| l.strip_prefix("FROM ")) {

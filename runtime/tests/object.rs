@@ -744,6 +744,10 @@ fn the_stack_runs_against_kafka_and_s3_by_changing_only_endpoints() {
             ),
         )
         .env(
+            "SLUICE_ENDPOINT_RAW_OBJECTS",
+            s3::uri(&server, &format!("{prefix}/raw"), "format=parquet&poll=1s"),
+        )
+        .env(
             "SLUICE_ENDPOINT_USER_SESSIONS",
             group(&sessions, &unique("enrich")),
         )

@@ -20,8 +20,8 @@ use rdkafka::Message;
 const OBJECTS: u64 = 200;
 const ROWS: u64 = 500;
 
-/// `OBJECTS` Parquet objects of `ROWS` mock sessions each under `PREFIX/in`.
-fn fill_bucket(server: &str, prefix: &str) {
+/// `objects` Parquet objects of `ROWS` mock sessions each under `PREFIX/in`.
+fn fill_bucket(server: &str, prefix: &str, objects: u64) {
     let sink = s3::uri(
         server,
         &format!("{prefix}/in"),
@@ -29,7 +29,7 @@ fn fill_bucket(server: &str, prefix: &str) {
     );
     let out = with_credentials(&mut runtime())
         .args(["run", "--plugin", plugin("mock").to_str().unwrap()])
-        .args(["--rate", "0", "--count", &(OBJECTS * ROWS).to_string()])
+        .args(["--rate", "0", "--count", &(objects * ROWS).to_string()])
         .args(["--batch-size", &ROWS.to_string(), "--sink", &sink])
         .stdin(Stdio::null())
         .output()
@@ -241,7 +241,7 @@ fn wait_records_out(members: &[Member], at_least: u64, timeout: Duration) {
 #[test]
 fn three_processes_share_a_bucket_through_object_events() {
     let s = setup("events-split", 6);
-    fill_bucket(&s.server, &s.prefix);
+    fill_bucket(&s.server, &s.prefix, OBJECTS);
     let mut members = s.members(3, "split");
     wait_settled(&members, 6);
     publish_events(&s.server, &s.prefix, &s.broker, &s.events);
@@ -301,7 +301,7 @@ fn three_processes_share_a_bucket_through_object_events() {
 #[test]
 fn a_member_killed_mid_stream_loses_no_row() {
     let s = setup("events-kill", 6);
-    fill_bucket(&s.server, &s.prefix);
+    fill_bucket(&s.server, &s.prefix, OBJECTS);
     let mut members = s.members(3, "kill");
     wait_settled(&members, 6);
     publish_events(&s.server, &s.prefix, &s.broker, &s.events);
@@ -341,24 +341,35 @@ fn a_member_killed_mid_stream_loses_no_row() {
             rows
         }
     };
-    let mut seen: HashMap<&str, usize> = HashMap::new();
-    for (_, id) in rows.iter().flatten() {
-        *seen.entry(id).or_default() += 1;
+    let mut seen: HashMap<&str, (usize, &str)> = HashMap::new();
+    for (key, id) in rows.iter().flatten() {
+        seen.entry(id).or_insert((0, key)).0 += 1;
     }
-    let duplicated_rows: usize = seen.values().map(|n| n - 1).sum();
+    let duplicated_rows: usize = seen.values().map(|(n, _)| n - 1).sum();
+    let duplicated_objects: HashSet<&str> = seen
+        .values()
+        .filter(|(n, _)| *n > 1)
+        .map(|(_, k)| *k)
+        .collect();
     let (per_member, shared) = split(&rows);
     eprintln!(
         "after kill -9: (rows, objects) per process {per_member:?}; objects read twice: {shared}; \
-         duplicate rows: {duplicated_rows}"
+         duplicate rows: {duplicated_rows} in {} objects",
+        duplicated_objects.len()
     );
     assert_eq!(seen.len() as u64, OBJECTS * ROWS, "0 rows lost");
     // Duplicates only from objects in flight at the kill (or done in its last 100 ms, whose
-    // event offsets were not committed yet): whole objects, a handful of them.
-    assert_eq!(
-        duplicated_rows % ROWS as usize,
-        0,
-        "whole objects are read again"
-    );
+    // event offsets were not committed yet), each read again by the member taking over.
+    let by_member: Vec<HashSet<&str>> = rows
+        .iter()
+        .map(|r| r.iter().map(|(k, _)| k.as_str()).collect())
+        .collect();
+    for object in &duplicated_objects {
+        assert!(
+            by_member[0].contains(object) && by_member[1..].iter().any(|m| m.contains(object)),
+            "{object} has duplicate rows but was not in flight at the kill"
+        );
+    }
     assert!(shared <= 40, "{shared} objects read twice");
 }
 
@@ -553,6 +564,54 @@ fn live_events_in_minio_format_and_bad_events_are_handled_one_by_one() {
         "still running: {log}"
     );
     terminate(&mut member.child, &member.log);
+}
+
+/// examples/ingest.toml (the stack's producer scaled out), with only its endpoints changed.
+#[test]
+fn the_scaled_out_producer_example_reads_objects_named_by_events() {
+    let s = setup("events-example", 2);
+    fill_bucket(&s.server, &s.prefix, 6);
+    let sessions = format!("{}-sessions", s.prefix);
+    create_topic(&s.broker, &sessions, 2);
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let plugins = common::target_dir().join("wasm32-wasip2/release");
+    let example = std::fs::read_to_string(repo.join("examples/ingest.toml"))
+        .unwrap()
+        .replace("../target/wasm32-wasip2/release", plugins.to_str().unwrap());
+    let config = s.dir.path().join("ingest.toml");
+    std::fs::write(&config, example).unwrap();
+    let log = s.dir.path().join("ingest.log");
+    let raw_objects = s.source("producer", "parquet");
+    let user_sessions = kafka::sink_uri(&s.broker, &sessions);
+    let mut child = spawn_with(
+        with_credentials(&mut runtime())
+            .env("SLUICE_ENDPOINT_RAW_OBJECTS", &raw_objects)
+            .env("SLUICE_ENDPOINT_USER_SESSIONS", &user_sessions),
+        &["run", "--config", config.to_str().unwrap()],
+        &log,
+    );
+    wait_for_log(&log, "partitions assigned");
+    publish_events(&s.server, &s.prefix, &s.broker, &s.events);
+    let rows = 6 * ROWS as usize;
+    let got = read_topic_with(
+        &s.broker,
+        &sessions,
+        rows,
+        Duration::from_secs(1),
+        Duration::from_secs(60),
+        |m| {
+            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+            let value: serde_json::Value =
+                serde_json::from_slice(m.payload().unwrap_or_default()).unwrap();
+            (key, value)
+        },
+    );
+    terminate(&mut child, &log);
+    assert_eq!(got.len(), rows, "{}", log_of(&log));
+    // The producer plugin keys each session by its user.
+    for (key, value) in &got {
+        assert_eq!(value["user_id"].to_string().trim_matches('"'), key.as_str());
+    }
 }
 
 #[test]

@@ -22,6 +22,8 @@ use crate::context::{Context, EndpointMetrics};
 
 /// How many (key, eTag) pairs a process remembers to pass over repeated events.
 const RECENT: usize = 100_000;
+/// Objects fetched ahead of the one being handed out: fetching overlaps decoding.
+const FETCH_AHEAD: usize = 4;
 /// How often (at most) the source says how far it got.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
@@ -31,8 +33,12 @@ pub struct EventSource {
     events_uri: String,
     op: Operator,
     events: KafkaSource,
-    /// Objects named by the event being worked on, to read in order.
+    /// Objects named by the events taken, not fetched yet.
     queue: VecDeque<(Created, Arc<Ticket>)>,
+    /// Objects being fetched, in order.
+    fetching: VecDeque<Fetch>,
+    /// The events topic ended (the source is closing).
+    ended: bool,
     current: Option<Reading>,
     tickets: Arc<Tickets>,
     recent: Recent,
@@ -41,6 +47,12 @@ pub struct EventSource {
     objects: u64,
     rows: u64,
     last_progress: Instant,
+}
+
+struct Fetch {
+    created: Created,
+    ticket: Arc<Ticket>,
+    data: tokio::task::JoinHandle<opendal::Result<bytes::Bytes>>,
 }
 
 struct Reading {
@@ -77,6 +89,8 @@ impl EventSource {
             op,
             events,
             queue: VecDeque::new(),
+            fetching: VecDeque::new(),
+            ended: false,
             current: None,
             tickets: Arc::default(),
             recent: Recent::default(),
@@ -156,13 +170,33 @@ impl EventSource {
         lane
     }
 
-    /// Fetches the next queued object; one that is gone is reported and passed over.
-    async fn open_next(&mut self) -> Result<()> {
+    /// Starts fetching the next queued object.
+    fn fetch_next(&mut self) -> bool {
         let Some((created, ticket)) = self.queue.pop_front() else {
+            return false;
+        };
+        let (op, key) = (self.op.clone(), created.key.clone());
+        let data = tokio::spawn(async move { op.read(&key).await.map(|b| b.to_bytes()) });
+        self.fetching.push_back(Fetch {
+            created,
+            ticket,
+            data,
+        });
+        true
+    }
+
+    /// Opens the first object fetched; one that is gone is reported and passed over.
+    async fn open_fetched(&mut self) -> Result<()> {
+        let Some(Fetch {
+            created,
+            ticket,
+            data,
+        }) = self.fetching.pop_front()
+        else {
             return Ok(());
         };
-        let data = match self.op.read(&created.key).await {
-            Ok(data) => data.to_bytes(),
+        let data = match data.await? {
+            Ok(data) => data,
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 tracing::warn!(uri = %self.uri.display, key = created.key, "an event names an object that is gone: passed over");
                 self.count("missing");
@@ -211,15 +245,35 @@ impl Source for EventSource {
                         ack,
                     }));
                 }
-                if !self.queue.is_empty() {
-                    self.open_next().await?;
+                // Keep objects fetching ahead: queued ones first, then those of new events
+                // (waiting for an event only when nothing else is under way).
+                while self.fetching.len() < FETCH_AHEAD && !self.ended {
+                    if self.fetch_next() {
+                        continue;
+                    }
+                    let taken = match self.fetching.is_empty() {
+                        true => self.take_event().await?,
+                        // Cancel-safe: only the wait for the next event can be cut short.
+                        false => {
+                            match tokio::time::timeout(Duration::ZERO, self.take_event()).await {
+                                Ok(taken) => taken?,
+                                Err(_) => break,
+                            }
+                        }
+                    };
+                    match taken {
+                        None => self.ended = true,
+                        Some(Some(malformed)) => return Ok(Some(malformed)),
+                        Some(None) => {}
+                    }
+                }
+                if self.fetching.is_empty() {
+                    if self.ended {
+                        return Ok(None);
+                    }
                     continue;
                 }
-                match self.take_event().await? {
-                    None => return Ok(None),
-                    Some(Some(malformed)) => return Ok(Some(malformed)),
-                    Some(None) => {}
-                }
+                self.open_fetched().await?;
             }
         })
     }
