@@ -122,7 +122,12 @@ fn wait_settled(members: &[Member], partitions: usize) {
         }
         assert!(
             Instant::now() < deadline,
-            "the group did not settle: {held:?}"
+            "the group did not settle: {held:?}; logs:\n{}",
+            members
+                .iter()
+                .map(|m| log_of(&m.log))
+                .collect::<Vec<_>>()
+                .join("\n---\n")
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -206,12 +211,14 @@ impl Setup {
         )
     }
 
+    /// `n` members of a new group (a group name no earlier run on this broker used).
     fn members(&self, n: usize, group: &str) -> Vec<Member> {
+        let group = unique(group);
         (0..n)
             .map(|i| {
                 let rows = format!("{}-rows-{i}", self.prefix);
                 create_topic(&self.broker, &rows, 2);
-                let source = self.source(group, "parquet");
+                let source = self.source(&group, "parquet");
                 Member::start(self.dir.path(), i, &source, &self.broker, &rows, &[])
             })
             .collect()
@@ -426,7 +433,7 @@ fn live_events_in_minio_format_and_bad_events_are_handled_one_by_one() {
     let mut member = Member::start(
         s.dir.path(),
         0,
-        &s.source("live", "jsonl"),
+        &s.source(&unique("live"), "jsonl"),
         &s.broker,
         &rows,
         &["--on-error", "dlq", "--dlq", &dlq_uri],
@@ -581,7 +588,7 @@ fn the_scaled_out_producer_example_reads_objects_named_by_events() {
     let config = s.dir.path().join("ingest.toml");
     std::fs::write(&config, example).unwrap();
     let log = s.dir.path().join("ingest.log");
-    let raw_objects = s.source("producer", "parquet");
+    let raw_objects = s.source(&unique("producer"), "parquet");
     let user_sessions = kafka::sink_uri(&s.broker, &sessions);
     let mut child = spawn_with(
         with_credentials(&mut runtime())
