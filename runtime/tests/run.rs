@@ -328,3 +328,81 @@ fn a_closed_stdout_ends_the_run_quietly() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(first.starts_with("{\"session_id\""));
 }
+
+/// stdin is one ordered stream, yet its batches are spread over the workers (plugin calls in
+/// parallel): the outputs still leave in input order, filtered and doubled records included.
+#[test]
+fn stdin_spread_over_workers_keeps_its_order() {
+    let mut input = String::new();
+    let mut expected = Vec::new();
+    for n in 0..30_000 {
+        match n % 1000 {
+            17 => input.push_str("\"DROP\"\n"),
+            500 => {
+                input.push_str("\"TWICE\"\n");
+                expected.extend(["\"TWICE\"".to_owned(), "\"TWICE\"".to_owned()]);
+            }
+            _ => {
+                let line = format!("{{\"n\":{n}}}");
+                input.push_str(&line);
+                input.push('\n');
+                expected.push(line);
+            }
+        }
+    }
+    let testkit = plugin("testkit");
+    for workers in ["1", "2", "3"] {
+        let out = run(
+            &[
+                "run",
+                "--workers",
+                workers,
+                "--batch-size",
+                "7",
+                "--plugin",
+                testkit.to_str().unwrap(),
+            ],
+            input.as_bytes(),
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = stdout(&out);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), expected.len(), "--workers {workers}");
+        assert!(
+            lines == expected,
+            "--workers {workers}: outputs out of order"
+        );
+    }
+    // A record failing late under `fail` stops every worker (none waits for a turn that will
+    // not come), and what came before it is out, in order.
+    let failing = input.replacen("{\"n\":25000}", "\"FAIL here\"", 1);
+    let started = Instant::now();
+    let out = run(
+        &[
+            "run",
+            "--workers",
+            "2",
+            "--batch-size",
+            "7",
+            "--plugin",
+            testkit.to_str().unwrap(),
+        ],
+        failing.as_bytes(),
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("testkit refused FAIL here"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
+    // The failed record's batch neighbours are written; it is not.
+    let without: Vec<&String> = expected.iter().filter(|l| *l != "{\"n\":25000}").collect();
+    let text = stdout(&out);
+    let out_lines: Vec<&str> = text.lines().collect();
+    assert!(out_lines.len() < without.len());
+    assert!(
+        out_lines.iter().zip(&without).all(|(a, b)| a == b),
+        "the outputs before the failure are not a prefix of the input's order"
+    );
+}

@@ -60,6 +60,12 @@ pub trait Source: Send {
     fn fed_in_process(&self) -> bool {
         false
     }
+
+    /// Whether this is one ordered stream (stdin) whose batches may go to any worker, so its
+    /// plugin calls run in parallel, with outputs still written in the order read.
+    fn spread_in_order(&self) -> bool {
+        false
+    }
 }
 
 /// A record a sink refused to write, and why.
@@ -103,6 +109,12 @@ pub trait Sink: Send {
     /// memory, and must let a sink that acknowledges whole objects fill one.
     fn max_unacked_batches(&self) -> usize {
         64
+    }
+
+    /// Whether writes from every fork land in one stream in the order they were made (stdout,
+    /// one Kafka producer): an ordered source may then spread over the workers, writing in turn.
+    fn keeps_write_order(&self) -> bool {
+        false
     }
 
     /// Whether records keep their key and headers here (Kafka); sinks that keep values only

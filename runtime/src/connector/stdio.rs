@@ -92,6 +92,10 @@ impl<R: AsyncRead + Unpin + Send> LineSource<R> {
 }
 
 impl<R: AsyncRead + Unpin + Send> Source for LineSource<R> {
+    fn spread_in_order(&self) -> bool {
+        true
+    }
+
     fn next_batch(&mut self, max: usize) -> BoxFuture<'_, Result<Option<SourceBatch>>> {
         Box::pin(self.fill(max))
     }
@@ -145,6 +149,10 @@ impl Sink for StdoutSink {
 
     fn fork(&self) -> Result<Box<dyn Sink>> {
         Ok(Box::new(StdoutSink::new()))
+    }
+
+    fn keeps_write_order(&self) -> bool {
+        true
     }
 }
 

@@ -47,6 +47,11 @@ impl DeadLetters {
         })
     }
 
+    /// See [`Sink::keeps_write_order`].
+    pub(crate) fn keeps_write_order(&self) -> bool {
+        self.sink.keeps_write_order()
+    }
+
     /// See [`Sink::max_unacked_batches`].
     pub(crate) fn max_unacked_batches(&self) -> usize {
         self.sink.max_unacked_batches()

@@ -7,6 +7,7 @@
 mod chain;
 pub(crate) mod dead_letters;
 pub(crate) mod generator;
+mod turns;
 mod worker;
 
 use std::sync::atomic::Ordering::Relaxed;
@@ -149,7 +150,8 @@ impl Drop for AbortOnDrop {
 }
 
 struct Worker {
-    batches: mpsc::Sender<SourceBatch>,
+    /// Batches, each with its turn to write when the source is spread in order.
+    batches: mpsc::Sender<(SourceBatch, Option<u64>)>,
     done: JoinHandle<Result<()>>,
 }
 
@@ -166,8 +168,20 @@ impl Pipeline {
         // when the source has nothing more to read.
         let (stopped_tx, mut stopped) = watch::channel(false);
         let mut pool: Vec<Option<Worker>> = (0..workers).map(|_| None).collect();
+        // One ordered stream into sinks that keep the order of writes: batches go round the
+        // workers, written in turn. (Into objects, each worker's object would hold every
+        // other batch: such a stream stays on one worker.)
+        let in_order = self.sink.keeps_write_order()
+            && self.outputs.iter().all(|(_, s)| s.keeps_write_order())
+            && self
+                .dead_letters
+                .as_ref()
+                .is_none_or(DeadLetters::keeps_write_order);
+        let turns =
+            (self.source.spread_in_order() && in_order).then(|| Arc::new(turns::Turns::new()));
+        let (mut batches_read, mut next_turn) = (0usize, 0u64);
         // The first worker starts now, so a plugin whose `init` fails stops the run at once.
-        pool[0] = Some(self.start_worker(&stopped_tx)?);
+        pool[0] = Some(self.start_worker(&stopped_tx, turns.clone())?);
         let mut records_in = 0u64;
         'read: loop {
             if *shutdown.borrow() {
@@ -197,13 +211,19 @@ impl Pipeline {
                 tracing::info!("first records read");
             }
             records_in += batch.records.len() as u64 + u64::from(batch.error.is_some());
-            let slot = batch.lane as usize % workers;
+            let slot = match turns {
+                Some(_) => batches_read % workers,
+                None => batch.lane as usize % workers,
+            };
+            batches_read += 1;
             if pool[slot].is_none() {
-                pool[slot] = Some(self.start_worker(&stopped_tx)?);
+                pool[slot] = Some(self.start_worker(&stopped_tx, turns.clone())?);
             }
             let worker = pool[slot].as_ref().expect("started above");
             for piece in split_at_bytes(batch, MAX_BATCH_BYTES) {
-                if worker.batches.send(piece).await.is_err() {
+                let turn = turns.as_ref().map(|_| next_turn);
+                next_turn += 1;
+                if worker.batches.send((piece, turn)).await.is_err() {
                     break 'read; // the worker stopped: its result says why
                 }
             }
@@ -252,7 +272,11 @@ impl Pipeline {
         Ok(Stats::of(&metrics))
     }
 
-    fn start_worker(&self, stopped: &watch::Sender<bool>) -> Result<Worker> {
+    fn start_worker(
+        &self,
+        stopped: &watch::Sender<bool>,
+        turns: Option<Arc<turns::Turns>>,
+    ) -> Result<Worker> {
         let chain = self
             .plugins
             .iter()
@@ -276,7 +300,7 @@ impl Pipeline {
         // Its log lines carry the pipeline's span.
         let done = tokio::spawn(tracing::Instrument::instrument(
             async move {
-                let result = worker::work(rx, chain, sinks, policy, &metrics).await;
+                let result = worker::work(rx, chain, sinks, policy, &metrics, turns).await;
                 stopped.send_replace(true);
                 result
             },

@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 
 use super::dead_letters::DeadLetters;
 use super::run_chain;
+use super::turns::Turns;
 use crate::connector::{Ack, BoxFuture, Sink, SourceBatch};
 use crate::failure::{ErrorPolicy, Failure};
 use crate::metrics::PipelineMetrics;
@@ -84,13 +85,30 @@ impl Sinks {
 }
 
 /// One worker: its own plugin instances and sink handles; batches in lane order. Acks go out in
-/// the order batches came in, each once every sink the batch wrote to says it is durable.
+/// the order batches came in, each once every sink the batch wrote to says it is durable. A
+/// batch with a turn is written to the sinks only in its turn (see [`Turns`]).
 pub(super) async fn work(
-    mut batches: mpsc::Receiver<SourceBatch>,
+    batches: mpsc::Receiver<(SourceBatch, Option<u64>)>,
+    chain: Vec<Stage>,
+    sinks: Sinks,
+    policy: ErrorPolicy,
+    metrics: &PipelineMetrics,
+    turns: Option<Arc<Turns>>,
+) -> Result<()> {
+    let result = work_batches(batches, chain, sinks, policy, metrics, turns.as_deref()).await;
+    if let (Err(_), Some(turns)) = (&result, &turns) {
+        turns.close();
+    }
+    result
+}
+
+async fn work_batches(
+    mut batches: mpsc::Receiver<(SourceBatch, Option<u64>)>,
     mut chain: Vec<Stage>,
     mut sinks: Sinks,
     policy: ErrorPolicy,
     metrics: &PipelineMetrics,
+    turns: Option<&Turns>,
 ) -> Result<()> {
     let names: Vec<Arc<str>> = sinks.outputs.iter().map(|(n, _)| n.clone()).collect();
     type Pending = (Vec<BoxFuture<'static, Result<()>>>, Option<Ack>);
@@ -107,7 +125,7 @@ pub(super) async fn work(
         anyhow::Ok(())
     });
     let result = async {
-        while let Some(batch) = batches.recv().await {
+        while let Some((batch, turn)) = batches.recv().await {
             metrics.records_in.fetch_add(
                 batch.records.len() as u64 + u64::from(batch.error.is_some()),
                 Relaxed,
@@ -123,6 +141,10 @@ pub(super) async fn work(
                 run_chain(&mut chain, batch.records, policy, &names)
             })?;
             metrics.observe_batch(started.elapsed());
+            let turn = turns.zip(turn);
+            if let Some((turns, turn)) = turn {
+                turns.wait(turn).await?;
+            }
             let (written, mut durables) = sinks.write(outputs, &mut failures).await?;
             metrics.records_out.fetch_add(written as u64, Relaxed);
             if let Some(e) = batch.error {
@@ -153,6 +175,10 @@ pub(super) async fn work(
                     ErrorPolicy::Skip => tracing::warn!("skipped {failure}"),
                     ErrorPolicy::Dlq => tracing::warn!("dead-lettered {failure}"),
                 }
+            }
+            // Under `fail` a failure above returned before this: later turns are never written.
+            if let Some((turns, _)) = turn {
+                turns.done();
             }
             if acks.send((durables, batch.ack)).await.is_err() {
                 break; // the acker failed: its result says why

@@ -193,4 +193,8 @@ impl Sink for KafkaSink {
     fn keeps_headers(&self) -> bool {
         true
     }
+
+    fn keeps_write_order(&self) -> bool {
+        true // the forks share one producer: a partition gets records in the order written
+    }
 }
