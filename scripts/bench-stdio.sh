@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The embedded default's hot path: N mock sessions, stdin -> enrich.wasm -> stdout, against the
-# same rule as a plain CPython script over the same lines, in interleaved rounds (medians).
-# BASE=DIR adds another build as a contender (DIR/runtime with DIR/enrich.wasm, e.g. copied from
-# a checkout of an older commit): before/after in the same run.
+# The embedded default's hot path: N mock sessions, stdin -> enrich -> stdout, with the rule in
+# Rust (enrich.wasm), Python (enrich-py, componentize-py) and JavaScript (enrich-js,
+# componentize-js), against the same rule as a plain CPython script over the same lines, in
+# interleaved rounds (medians; compile caches warm). BASE=DIR adds another build as contenders
+# (DIR/runtime with DIR/enrich.wasm, DIR/enrich-py.wasm and DIR/enrich-js.wasm where present,
+# e.g. copied from a checkout of an older commit): before/after in the same run.
 # Usage: scripts/bench-stdio.sh [N] [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +17,7 @@ cargo build --quiet --release -p sluice-runtime
 T=${CARGO_TARGET_DIR:-$PWD/target}
 R=$T/release/runtime
 ENRICH=$T/wasm32-wasip2/release/enrich.wasm
+GUEST=$T/guest
 DIR=$(mktemp -d)
 trap 'rm -rf "$DIR"' EXIT
 
@@ -27,8 +30,14 @@ timed() {
   awk '{ printf "%.3f %.3f\n", $1, $2 + $3 }' "$DIR/time"
 }
 
-contenders=("runtime:$R run --log warn --plugin $ENRICH")
-[ -n "${BASE:-}" ] && contenders+=("base:$BASE/runtime run --log warn --plugin $BASE/enrich.wasm")
+contenders=("rust:$R run --log warn --plugin $ENRICH"
+  "python:$R run --log warn --plugin $GUEST/enrich-py.wasm"
+  "js:$R run --log warn --plugin $GUEST/enrich-js.wasm")
+if [ -n "${BASE:-}" ]; then
+  for p in rust:enrich python:enrich-py js:enrich-js; do
+    [ -f "$BASE/${p#*:}.wasm" ] && contenders+=("${p%%:*}-base:$BASE/runtime run --log warn --plugin $BASE/${p#*:}.wasm")
+  done
+fi
 contenders+=("cpython:python3 scripts/bench/enrich_lines.py")
 # Warm the compile caches so every contender is timed running, not compiling.
 for c in "${contenders[@]}"; do
@@ -46,11 +55,11 @@ done
 
 median() { grep "^$1 " "$DIR/results" | awk '{ print $'"$2"' }' | sort -n | sed -n "$(((ROUNDS + 1) / 2))p"; }
 py=$(median cpython 2)
-printf '%-8s %8s %8s %12s %10s\n' contender wall_s cpu_s records_per_s vs_cpython
+printf '%-12s %8s %8s %12s %10s\n' contender wall_s cpu_s records_per_s vs_cpython
 for c in "${contenders[@]}"; do
   name=${c%%:*}
   wall=$(median "$name" 2) cpu=$(median "$name" 3)
-  printf '%-8s %8.3f %8.3f %12.0f %9.1fx\n' "$name" "$wall" "$cpu" "$(awk "BEGIN { print $N / $wall }")" \
+  printf '%-12s %8.3f %8.3f %12.0f %9.2fx\n' "$name" "$wall" "$cpu" "$(awk "BEGIN { print $N / $wall }")" \
     "$(awk "BEGIN { print $py / $wall }")"
 done
 echo "rounds (name wall_s cpu_s):"

@@ -16,7 +16,6 @@ alone: the runtime routes it by the pipeline's error policy (fail, skip or dead-
 
 import struct
 import traceback
-from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, List, Optional, Tuple, Union
 
 try:
@@ -35,32 +34,55 @@ KEY, TIMESTAMP, ORIGIN, OUTPUT = 1, 2, 4, 8
 _KNOWN = KEY | TIMESTAMP | ORIGIN | OUTPUT
 _U32 = struct.Struct("<I")
 _I64 = struct.Struct("<q")
+# The common shapes in one call each (this code runs once per record, interpreted in wasm):
+# an input's flags and key/value length, and an outcome of one output with only a value.
+_U32_U32 = struct.Struct("<II")
+_ONE_VALUE = struct.Struct("<BIII")  # ok, 1 output, flags 0, value length
+_NO_HEADERS = b"\0\0\0\0"
 
 
 class RecordError(Exception):
     """This record failed; the message says why (it reaches the log and dead letters)."""
 
 
-@dataclass
 class Message:
-    value: bytes
-    key: Optional[bytes] = None
-    headers: List[Tuple[str, bytes]] = field(default_factory=list)
-    timestamp_ms: Optional[int] = None
-    origin: Optional[str] = None  # where an input came from: read-only
-    output: Optional[str] = None  # the named output an output goes to; None = default
+    """A record: value, key, headers, timestamp; `origin` says where an input came from
+    (read-only), `output` names the named output an output goes to (None: the main sink)."""
+
+    __slots__ = ("value", "key", "headers", "timestamp_ms", "origin", "output")
+
+    def __init__(self, value: bytes, key: Optional[bytes] = None,
+                 headers: Optional[List[Tuple[str, bytes]]] = None,
+                 timestamp_ms: Optional[int] = None, origin: Optional[str] = None,
+                 output: Optional[str] = None):
+        self.value = value
+        self.key = key
+        self.headers = [] if headers is None else headers
+        self.timestamp_ms = timestamp_ms
+        self.origin = origin
+        self.output = output
 
     def with_value(self, value: Union[bytes, str]) -> "Message":
         """This message with a new value: key, headers and timestamp are kept."""
         if isinstance(value, str):
             value = value.encode()
-        return replace(self, value=value, origin=None)
+        return Message(value, self.key, self.headers, self.timestamp_ms, None, self.output)
 
     def header(self, name: str) -> Optional[bytes]:
         for n, v in self.headers:
             if n == name:
                 return v
         return None
+
+    def _fields(self):
+        return (self.value, self.key, self.headers, self.timestamp_ms, self.origin, self.output)
+
+    def __eq__(self, other):
+        return isinstance(other, Message) and self._fields() == other._fields()
+
+    def __repr__(self):
+        return ("Message(value={!r}, key={!r}, headers={!r}, timestamp_ms={!r}, origin={!r}, "
+                "output={!r})").format(*self._fields())
 
 
 def log(level: str, message: str) -> None:
@@ -102,7 +124,25 @@ class _Reader:
 def decode_batch(buf: bytes) -> List[Message]:
     r = _Reader(buf)
     out = []
+    append = out.append
+    end = len(buf)
+    u32_u32 = _U32_U32.unpack_from
     for _ in range(r.u32()):
+        pos = r.pos
+        if pos + 8 <= end:
+            flags, n = u32_u32(buf, pos)
+            if flags == ORIGIN:
+                # The common input (a value and its origin, no key, time or headers) in one
+                # go; anything else, or anything short, takes the checked path below.
+                value_end = pos + 8 + n
+                if value_end + 8 <= end:
+                    headers, n = u32_u32(buf, value_end)
+                    origin_end = value_end + 8 + n
+                    if headers == 0 and origin_end <= end:
+                        origin = buf[value_end + 8:origin_end].decode("utf-8")
+                        append(Message(buf[pos + 8:value_end], None, [], None, origin))
+                        r.pos = origin_end
+                        continue
         flags = r.u32()
         if flags & ~_KNOWN:
             r.fail(f"unknown flags {flags:#x}")
@@ -110,13 +150,15 @@ def decode_batch(buf: bytes) -> List[Message]:
         value = r.bytes()
         ts = None
         if flags & TIMESTAMP:
+            if r.pos + 8 > end:
+                r.fail("length past the end")
             (ts,) = _I64.unpack_from(buf, r.pos)
             r.pos += 8
         headers = [(r.text(), r.bytes()) for _ in range(r.u32())]
         origin = r.text() if flags & ORIGIN else None
         output = r.text() if flags & OUTPUT else None
-        out.append(Message(value, key, headers, ts, origin, output))
-    if r.pos != len(buf):
+        append(Message(value, key, headers, ts, origin, output))
+    if r.pos != end:
         r.fail("trailing bytes")
     return out
 
@@ -159,15 +201,27 @@ def encode_batch(messages: Iterable[Message]) -> bytes:
 def encode_outcomes(outcomes: List[Union[List[Message], str]]) -> bytes:
     """One outcome per input: a list of outputs, or a str = this record's error."""
     parts = [_U32.pack(len(outcomes))]
+    append = parts.append
+    one_value = _ONE_VALUE.pack
     for o in outcomes:
         if isinstance(o, str):
-            parts.append(b"\x01")
+            append(b"\x01")
             _put_bytes(parts, o.encode())
-        else:
-            parts.append(b"\x00")
-            parts.append(_U32.pack(len(o)))
-            for m in o:
-                _put_message(parts, m, with_origin=False)
+            continue
+        if len(o) == 1:
+            m = o[0]
+            value = m.value
+            if (m.key is None and m.timestamp_ms is None and not m.headers and m.output is None
+                    and type(value) is bytes):
+                # The common outcome, one output with only a value: one pack, no helper calls.
+                append(one_value(0, 1, 0, len(value)))
+                append(value)
+                append(_NO_HEADERS)
+                continue
+        append(b"\x00")
+        append(_U32.pack(len(o)))
+        for m in o:
+            _put_message(parts, m, with_origin=False)
     return b"".join(parts)
 
 
