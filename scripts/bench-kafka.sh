@@ -13,6 +13,8 @@
 # 2-core machine swings by +-10%). Usage: scripts/bench-kafka.sh [N] [ROUNDS]
 # BASE=DIR adds another build as a contender in the same rounds (DIR/runtime and DIR/enrich.wasm,
 # e.g. copied from a checkout of an older commit): before/after on the same machine and broker.
+# PLUGIN=FILE runs the runtime (and the base build, with DIR/FILE's name) with another build of
+# the rule, e.g. PLUGIN=target/guest/enrich-py.wasm for the Python plugin against the Python loop.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +37,7 @@ trap 'bash scripts/kafka.sh stop "$PORT"' EXIT
 TANSU=$(bash scripts/kafka.sh path)
 R=target/release/runtime
 W=target/wasm32-wasip2/release
+PLUGIN=${PLUGIN:-$W/enrich.wasm}
 LOGS=$(mktemp -d)
 export SLUICE_CACHE_DIR=$TOOLS/bench-cache
 
@@ -53,16 +56,16 @@ fresh() {
 
 runtime_spans=() base_spans=() copy_lines=() native_lines=()
 for r in $(seq "$ROUNDS"); do
-  echo "round $r/$ROUNDS: runtime (Kafka -> enrich.wasm -> Kafka)"
+  echo "round $r/$ROUNDS: runtime (Kafka -> $(basename "$PLUGIN") -> Kafka)"
   fresh
-  $R run --source "kafka://$B/in?group=runtime&prop.session.timeout.ms=6000" --plugin $W/enrich.wasm \
+  $R run --source "kafka://$B/in?group=runtime&prop.session.timeout.ms=6000" --plugin "$PLUGIN" \
     --sink "kafka://$B/out" --count "$N" 2>"$LOGS/runtime-$r.log"
   runtime_spans+=("$(span "$LOGS/runtime-$r.log" "first records read" "every output durable")")
   if [ -n "${BASE:-}" ]; then
     echo "round $r/$ROUNDS: base build ($BASE)"
     fresh
     "$BASE/runtime" run --source "kafka://$B/in?group=base&prop.session.timeout.ms=6000" \
-      --plugin "$BASE/enrich.wasm" --sink "kafka://$B/out" --count "$N" 2>"$LOGS/base-$r.log"
+      --plugin "$BASE/$(basename "$PLUGIN")" --sink "kafka://$B/out" --count "$N" 2>"$LOGS/base-$r.log"
     base_spans+=("$(span "$LOGS/base-$r.log" "first records read" "every output durable")")
   fi
   echo "round $r/$ROUNDS: raw copy (Rust, same client settings, no plugin)"
