@@ -112,6 +112,12 @@ impl Member {
     }
 }
 
+/// Every member's log, for a failure message.
+fn logs(members: &[Member]) -> String {
+    let logs: Vec<String> = members.iter().map(|m| log_of(&m.log)).collect();
+    logs.join("\n---\n")
+}
+
 /// Waits until the members together hold all `partitions` (the group is settled).
 fn wait_settled(members: &[Member], partitions: usize) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -123,11 +129,7 @@ fn wait_settled(members: &[Member], partitions: usize) {
         assert!(
             Instant::now() < deadline,
             "the group did not settle: {held:?}; logs:\n{}",
-            members
-                .iter()
-                .map(|m| log_of(&m.log))
-                .collect::<Vec<_>>()
-                .join("\n---\n")
+            logs(members)
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -235,11 +237,7 @@ fn wait_records_out(members: &[Member], at_least: u64, timeout: Duration) {
         assert!(
             Instant::now() < deadline,
             "{out} of {at_least} rows out after {timeout:?}; logs:\n{}",
-            members
-                .iter()
-                .map(|m| log_of(&m.log))
-                .collect::<Vec<_>>()
-                .join("\n---\n")
+            logs(members)
         );
         std::thread::sleep(Duration::from_millis(200));
     }
