@@ -100,6 +100,36 @@ pub fn created(c: &Created, region: &str, time: &str) -> (String, String) {
     (format!("{}/{}", c.bucket, c.key), event.to_string())
 }
 
+/// The events topic as a consumer-group URI: `events=kafka://HOST:PORT/TOPIC`, the object
+/// URI's `group=`, and its `prop.NAME=VALUE`s as the consumer's settings.
+pub(super) fn consumer_uri(
+    events: &str,
+    group: &str,
+    query: &mut crate::connector::uri::Query<'_>,
+) -> anyhow::Result<String> {
+    if !events.starts_with("kafka://") {
+        return Err(query.error(format!(
+            "events={events}: give the events topic as events=kafka://HOST:PORT/TOPIC"
+        )));
+    }
+    if events.contains('?') {
+        return Err(query.error(format!(
+            "events={events}: put the consumer's settings on the object URI as \
+             prop.NAME=VALUE and its group as group=NAME"
+        )));
+    }
+    // An event stands for a whole object: commit what is done often, so a member that dies
+    // leaves little done-but-uncommitted work to be read again (prop. overrides it).
+    let mut uri = format!("{events}?group={group}&prop.auto.commit.interval.ms=100");
+    for (k, v) in query.take_prefixed("prop.")? {
+        // Parsed again as a URI: keep a `%` or `&` in a value what it was.
+        let v = v.replace('%', "%25").replace('&', "%26");
+        uri.push_str(&format!("&prop.{k}={v}"));
+    }
+    crate::connector::kafka::KafkaUri::parse(&uri)?;
+    Ok(uri)
+}
+
 /// Keys in events are query-escaped (`+` for a space, `%XX` for the rest).
 fn decode_key(key: &str) -> String {
     crate::connector::uri::percent_decode(&key.replace('+', " "))

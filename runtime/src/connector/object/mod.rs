@@ -14,6 +14,7 @@ mod progress;
 mod rows;
 mod sink;
 mod source;
+mod tickets;
 mod uri;
 
 pub use event_source::EventSource;

@@ -142,7 +142,7 @@ impl ObjectUri {
         };
         let events = match query.take("events") {
             None => None,
-            Some(events) => Some(events_uri(&events, &group, &mut query)?),
+            Some(events) => Some(super::events::consumer_uri(&events, &group, &mut query)?),
         };
         if events.is_some() && list_events {
             return Err(query.error(
@@ -298,32 +298,6 @@ impl ObjectUri {
         };
         anyhow!("{}: {doing}: {hint} ({})", self.display, one_line(&e))
     }
-}
-
-/// The events topic as a consumer-group URI: `events=kafka://HOST:PORT/TOPIC`, the object
-/// URI's `group=`, and its `prop.NAME=VALUE`s as the consumer's settings.
-fn events_uri(events: &str, group: &str, query: &mut Query<'_>) -> Result<String> {
-    if !events.starts_with("kafka://") {
-        return Err(query.error(format!(
-            "events={events}: give the events topic as events=kafka://HOST:PORT/TOPIC"
-        )));
-    }
-    if events.contains('?') {
-        return Err(query.error(format!(
-            "events={events}: put the consumer's settings on the object URI as \
-             prop.NAME=VALUE and its group as group=NAME"
-        )));
-    }
-    // An event stands for a whole object: commit what is done often, so a member that dies
-    // leaves little done-but-uncommitted work to be read again (prop. overrides it).
-    let mut uri = format!("{events}?group={group}&prop.auto.commit.interval.ms=100");
-    for (k, v) in query.take_prefixed("prop.")? {
-        // Parsed again as a URI: keep a `%` or `&` in a value what it was.
-        let v = v.replace('%', "%25").replace('&', "%26");
-        uri.push_str(&format!("&prop.{k}={v}"));
-    }
-    crate::connector::kafka::KafkaUri::parse(&uri)?;
-    Ok(uri)
 }
 
 /// Logs and counts each retried object store request.
