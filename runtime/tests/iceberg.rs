@@ -454,6 +454,50 @@ fn records_that_do_not_fit_the_table_follow_on_error() {
     assert_eq!(table["rows"].as_u64().unwrap(), rows + 1);
 }
 
+/// Under `fail` a record the table refuses stops the run before anything of it or after it is
+/// committed: the table's positions never pass it, so after the fix (evolve=true) a restart
+/// reads it again and it lands, once.
+#[test]
+fn a_record_the_table_refuses_under_fail_is_read_again_after_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let objects = dir.path().join("objects");
+    std::fs::create_dir_all(&objects).unwrap();
+    let examples = dir.path().join("examples.jsonl");
+    std::fs::write(&examples, "{\"session_id\":\"s\",\"n\":0}\n").unwrap();
+    let rows: String = (0..100)
+        .map(|n| match n {
+            50 => format!("{{\"session_id\":\"s{n}\",\"n\":{n},\"extra\":\"new\"}}\n"),
+            _ => format!("{{\"session_id\":\"s{n}\",\"n\":{n}}}\n"),
+        })
+        .collect();
+    std::fs::write(objects.join("part-0.jsonl"), rows).unwrap();
+    let source = format!("file://{}?format=jsonl&follow=false", objects.display());
+    let sink = |params: &str| {
+        format!(
+            "iceberg+sqlite://{0}/catalog.db/raw/refused?warehouse={0}/wh&schema={1}{params}",
+            dir.path().display(),
+            examples.display()
+        )
+    };
+    let first = run(&["run", "--source", &source, "--sink", &sink("")], b"");
+    assert!(!first.status.success());
+    let e = error_line(&first);
+    assert!(
+        e.contains("part-0.jsonl#50") && e.contains("evolve=true"),
+        "{e}"
+    );
+    let t = read_embedded(dir.path(), "raw.refused");
+    assert_exactly(&t, 50);
+
+    let fixed = run(
+        &["run", "--source", &source, "--sink", &sink("&evolve=true")],
+        b"",
+    );
+    assert!(fixed.status.success(), "{}", stderr(&fixed));
+    let t = read_embedded(dir.path(), "raw.refused");
+    assert_exactly(&t, 100);
+}
+
 #[test]
 fn bad_table_settings_fail_with_the_fix() {
     let dir = tempfile::tempdir().unwrap();

@@ -329,6 +329,76 @@ fn a_closed_stdout_ends_the_run_quietly() {
     assert!(first.starts_with("{\"session_id\""));
 }
 
+/// Enough JSON lines that every worker of a spread stdin has batches in flight.
+fn numbered_lines(n: usize) -> String {
+    (0..n).map(|i| format!("{{\"n\":{i}}}\n")).collect()
+}
+
+#[test]
+fn a_closed_stdout_ends_a_spread_stdin_quietly() {
+    use std::io::{BufRead, Write};
+    let testkit = plugin("testkit");
+    let mut child = runtime()
+        .args([
+            "run",
+            "--plugin",
+            testkit.to_str().unwrap(),
+            "--workers",
+            "2",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(numbered_lines(200_000).as_bytes());
+    });
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    // The reader is dropped here, like `| head -1`, while the other worker waits its turn.
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("error"), "{}", stderr(&out));
+    assert_eq!(first, "{\"n\":0}\n");
+}
+
+/// Under `fail` the error reported is the bad record's, not what it did to the other workers.
+#[test]
+fn the_first_error_is_reported_whichever_worker_meets_it() {
+    let testkit = plugin("testkit");
+    let mut input = numbered_lines(50_000);
+    input.push_str("{oops\n");
+    input.push_str(&numbered_lines(150_000));
+    let out = run(
+        &[
+            "run",
+            "--plugin",
+            testkit.to_str().unwrap(),
+            "--workers",
+            "2",
+        ],
+        input.as_bytes(),
+    );
+    assert!(!out.status.success());
+    let error = error_line(&out);
+    assert!(
+        error.contains("record stdin:50001: invalid JSON") && error.contains("--on-error skip"),
+        "{error}"
+    );
+    let lines = json_lines(&stdout(&out));
+    assert_eq!(
+        lines.len(),
+        50_000,
+        "the records before the bad one, and only those"
+    );
+    assert_eq!(lines[49_999]["n"], 49_999);
+}
+
 /// stdin is one ordered stream, yet its batches are spread over the workers (plugin calls in
 /// parallel): the outputs still leave in input order, filtered and doubled records included.
 #[test]

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{anyhow, bail, Result};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{BoxFuture, Sink, Source, SourceBatch, Written};
+use super::{BoxFuture, Refusals, Sink, Source, SourceBatch, Written};
 use crate::context::Context;
 use crate::record::Record;
 
@@ -111,7 +111,11 @@ impl MemSink {
 }
 
 impl Sink for MemSink {
-    fn write<'a>(&'a mut self, records: &'a [Record]) -> BoxFuture<'a, Result<Written>> {
+    fn write<'a>(
+        &'a mut self,
+        records: &'a [Record],
+        _refusals: Refusals,
+    ) -> BoxFuture<'a, Result<Written>> {
         Box::pin(async move {
             if records.is_empty() {
                 return Ok(Written::done(Vec::new()));
@@ -227,7 +231,7 @@ mod tests {
         let mut source = MemSource::open("mem://t1", &ctx).unwrap();
         seal(&ctx).unwrap();
         let records: Vec<Record> = (0..5).map(|i| Record::new(format!("{i}"))).collect();
-        let written = sink.write(&records).await.unwrap();
+        let written = sink.write(&records, Refusals::WriteTheRest).await.unwrap();
         let a = source.next_batch(3).await.unwrap().unwrap();
         let b = source.next_batch(3).await.unwrap().unwrap();
         assert_eq!((a.records.len(), b.records.len()), (3, 2));

@@ -75,6 +75,33 @@ pub struct Rejected {
     pub message: String,
 }
 
+/// What a sink does with a batch in which it refuses records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusals {
+    /// Writes every record it does not refuse (`skip`, `dlq`: each refused record is handled
+    /// on its own).
+    WriteTheRest,
+    /// Writes only the records made from inputs before the input of the first record it
+    /// refuses, and reports that one (`fail`: nothing at or after a failed record may become
+    /// durable, or a sink that keeps positions would pass it over after a restart).
+    StopAtInput,
+}
+
+/// How many of `records` a sink writes under [`Refusals::StopAtInput`] when `refused` is the
+/// first it refuses: those before the first output of the same input. The outputs of one input
+/// are adjacent and carry its origin.
+pub fn before_input_of(records: &[Record], refused: usize) -> usize {
+    let Some(origin) = &records[refused].origin else {
+        return refused;
+    };
+    let same = records[..refused]
+        .iter()
+        .rev()
+        .take_while(|r| r.origin.as_ref() == Some(origin))
+        .count();
+    refused - same
+}
+
 /// The sink's reader went away (e.g. `runtime run ... | head`): a normal end, not a failure.
 #[derive(Debug, thiserror::Error)]
 #[error("the sink was closed by its reader")]
@@ -99,8 +126,13 @@ impl Written {
 
 pub trait Sink: Send {
     /// Hands the records to the sink. Records the sink cannot represent are left out and
-    /// returned; the others are durable when `durable` resolves.
-    fn write<'a>(&'a mut self, records: &'a [Record]) -> BoxFuture<'a, Result<Written>>;
+    /// returned, and what else is written says `refusals`; what is written is durable when
+    /// `durable` resolves.
+    fn write<'a>(
+        &'a mut self,
+        records: &'a [Record],
+        refusals: Refusals,
+    ) -> BoxFuture<'a, Result<Written>>;
 
     /// Another handle on the same sink, for another worker.
     fn fork(&self) -> Result<Box<dyn Sink>>;
@@ -114,6 +146,13 @@ pub trait Sink: Send {
     /// Whether writes from every fork land in one stream in the order they were made (stdout,
     /// one Kafka producer): an ordered source may then spread over the workers, writing in turn.
     fn keeps_write_order(&self) -> bool {
+        false
+    }
+
+    /// Whether the sink keeps the source positions of what it wrote and passes records at or
+    /// before them over (tables): written after the pipeline's other sinks, so that under
+    /// `fail` it never holds a position past a record another sink refused.
+    fn keeps_positions(&self) -> bool {
         false
     }
 

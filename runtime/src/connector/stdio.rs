@@ -7,7 +7,10 @@ use anyhow::{Context, Result};
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::{BoxFuture, RecordError, Rejected, Sink, SinkClosed, Source, SourceBatch, Written};
+use super::{
+    before_input_of, BoxFuture, RecordError, Refusals, Rejected, Sink, SinkClosed, Source,
+    SourceBatch, Written,
+};
 use crate::format::jsonl;
 use crate::record::{Origin, Record};
 
@@ -113,14 +116,23 @@ impl StdoutSink {
         }
     }
 
-    fn write_sync(&mut self, records: &[Record]) -> Result<Vec<Rejected>> {
+    fn write_sync(&mut self, records: &[Record], refusals: Refusals) -> Result<Vec<Rejected>> {
         self.buf.clear();
         let mut rejected = Vec::new();
+        // Where each record's line starts, to cut before a refused record's input.
+        let mut starts = Vec::new();
         for (index, r) in records.iter().enumerate() {
             let start = self.buf.len();
+            if refusals == Refusals::StopAtInput {
+                starts.push(start);
+            }
             if let Err(message) = jsonl::write_line(&r.value, &mut self.buf) {
                 self.buf.truncate(start);
                 rejected.push(Rejected { index, message });
+                if refusals == Refusals::StopAtInput {
+                    self.buf.truncate(starts[before_input_of(records, index)]);
+                    break;
+                }
             }
         }
         let mut out = std::io::stdout().lock();
@@ -139,11 +151,15 @@ impl Default for StdoutSink {
 }
 
 impl Sink for StdoutSink {
-    fn write<'a>(&'a mut self, records: &'a [Record]) -> BoxFuture<'a, Result<Written>> {
+    fn write<'a>(
+        &'a mut self,
+        records: &'a [Record],
+        refusals: Refusals,
+    ) -> BoxFuture<'a, Result<Written>> {
         // A blocking write of one buffer per batch (whole lines under the stdout lock, so
         // workers never interleave); flushed, hence durable, when it returns.
         Box::pin(async move {
-            tokio::task::block_in_place(|| self.write_sync(records)).map(Written::done)
+            tokio::task::block_in_place(|| self.write_sync(records, refusals)).map(Written::done)
         })
     }
 

@@ -21,9 +21,12 @@ pub(crate) fn run_chain(
     mut records: Vec<Record>,
     policy: ErrorPolicy,
     outputs: &[Arc<str>],
-) -> Result<(Vec<Record>, Vec<Failure>)> {
+) -> Result<Chained> {
     let mut failures = Vec::new();
     let mut routed = Vec::new();
+    let mut routed_inputs = Vec::new();
+    // For each record, the index of the batch's input it was made from.
+    let mut inputs: Vec<usize> = (0..records.len()).collect();
     for stage in stages {
         if records.is_empty() {
             break;
@@ -54,6 +57,7 @@ pub(crate) fn run_chain(
         };
         let plugin = &stage.version.plugin;
         let who = Some((plugin.name.clone(), plugin.compiled.sha256.clone()));
+        inputs = result.made_from.iter().map(|&i| inputs[i]).collect();
         let stage = &mut stage.instance;
         let mut stage_failures: Vec<Failure> = result
             .failures
@@ -85,30 +89,68 @@ pub(crate) fn run_chain(
                 }
             };
             if policy == ErrorPolicy::Fail {
-                // It comes before any failure the stage reported: stop there.
+                // It comes before any failure the stage reported: stop there, before every
+                // output of its input (the ones before it in the list included).
                 stage_failures = vec![misrouted(&records[first])];
-                records.truncate(first);
+                let cut = inputs.partition_point(|&i| i < inputs[first]);
+                records.truncate(cut);
+                inputs.truncate(cut);
             } else {
-                let (bad, kept): (Vec<_>, Vec<_>) = records.into_iter().partition(unknown);
+                let ((bad, _), kept) = split_off_where(records, inputs, unknown);
                 stage_failures.extend(bad.iter().map(misrouted));
-                records = kept;
+                (records, inputs) = kept;
             }
         }
         if records.iter().any(|r| r.output.is_some()) {
-            let (out, next): (Vec<_>, Vec<_>) =
-                records.into_iter().partition(|r| r.output.is_some());
+            let ((out, out_inputs), kept) =
+                split_off_where(records, inputs, |r| r.output.is_some());
             routed.extend(out);
-            records = next;
+            routed_inputs.extend(out_inputs);
+            (records, inputs) = kept;
         }
         failures.extend(stage_failures);
     }
     records.append(&mut routed);
-    Ok((records, failures))
+    inputs.append(&mut routed_inputs);
+    Ok(Chained {
+        records,
+        inputs,
+        failures,
+    })
+}
+
+/// What a batch became: the outputs (for the main sink first, then those routed to named
+/// outputs), for each the index of the input it was made from, and the records that failed.
+pub(crate) struct Chained {
+    pub records: Vec<Record>,
+    /// Ascending within the main sink's records and within the routed ones.
+    pub inputs: Vec<usize>,
+    pub failures: Vec<Failure>,
+}
+
+type WithInputs = (Vec<Record>, Vec<usize>);
+
+/// Splits the records (with their input indices) into those `take` says yes to and the rest,
+/// each in order.
+fn split_off_where(
+    records: Vec<Record>,
+    inputs: Vec<usize>,
+    take: impl Fn(&Record) -> bool,
+) -> (WithInputs, WithInputs) {
+    let (mut taken, mut kept): (WithInputs, WithInputs) = Default::default();
+    for (r, i) in records.into_iter().zip(inputs) {
+        let to = if take(&r) { &mut taken } else { &mut kept };
+        to.0.push(r);
+        to.1.push(i);
+    }
+    (taken, kept)
 }
 
 #[derive(Default)]
 struct StageResult {
     outputs: Vec<Record>,
+    /// For each output, the index of the stage's input it was made from.
+    made_from: Vec<usize>,
     /// (input index, error)
     failures: Vec<(usize, String)>,
     stopped: bool,
@@ -132,7 +174,10 @@ fn isolate(
             let mut outputs = processed.outputs.into_iter();
             for (i, outcome) in processed.outcomes.into_iter().enumerate() {
                 match outcome {
-                    Ok(n) => out.outputs.extend(outputs.by_ref().take(n as usize)),
+                    Ok(n) => {
+                        out.outputs.extend(outputs.by_ref().take(n as usize));
+                        out.made_from.resize(out.outputs.len(), base + i);
+                    }
                     Err(message) => {
                         out.failures.push((
                             base + i,

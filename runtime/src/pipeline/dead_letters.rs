@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Result;
 use bytes::Bytes;
 
-use crate::connector::{Sink, Written};
+use crate::connector::{Refusals, Sink, Written};
 use crate::failure::Failure;
 use crate::record::{Origin, Record};
 
@@ -115,7 +115,7 @@ impl DeadLetters {
                 r
             })
             .collect();
-        let written = self.sink.write(&letters).await?;
+        let written = self.sink.write(&letters, Refusals::WriteTheRest).await?;
         if let Some(r) = written.rejected.first() {
             anyhow::bail!(
                 "the dead-letter endpoint refused the record {}: {}",

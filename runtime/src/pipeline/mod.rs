@@ -149,6 +149,18 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// The first error of a pipeline's end; later ones are logged, never lost.
+struct Errors(Option<anyhow::Error>);
+
+impl Errors {
+    fn add(&mut self, e: anyhow::Error) {
+        match &self.0 {
+            None => self.0 = Some(e),
+            Some(_) => tracing::warn!("also: {e:#}"),
+        }
+    }
+}
+
 struct Worker {
     /// Batches, each with its turn to write when the source is spread in order.
     batches: mpsc::Sender<(SourceBatch, Option<u64>)>,
@@ -183,6 +195,9 @@ impl Pipeline {
         // The first worker starts now, so a plugin whose `init` fails stops the run at once.
         pool[0] = Some(self.start_worker(&stopped_tx, turns.clone())?);
         let mut records_in = 0u64;
+        // A source that fails, or a worker that cannot start, stops reading; what was read is
+        // still finished and acknowledged below before the error is reported.
+        let mut read_error = None;
         'read: loop {
             if *shutdown.borrow() {
                 tracing::info!("shutdown requested: finishing the batches in flight");
@@ -204,9 +219,16 @@ impl Pipeline {
                 biased;
                 _ = shutdown.changed() => continue,
                 _ = stopped.changed() => continue,
-                batch = self.source.next_batch(max) => batch?,
+                batch = self.source.next_batch(max) => batch,
             };
-            let Some(batch) = batch else { break };
+            let batch = match batch {
+                Ok(Some(batch)) => batch,
+                Ok(None) => break,
+                Err(e) => {
+                    read_error = Some(e);
+                    break;
+                }
+            };
             if records_in == 0 {
                 tracing::info!("first records read");
             }
@@ -217,7 +239,13 @@ impl Pipeline {
             };
             batches_read += 1;
             if pool[slot].is_none() {
-                pool[slot] = Some(self.start_worker(&stopped_tx, turns.clone())?);
+                match self.start_worker(&stopped_tx, turns.clone()) {
+                    Ok(worker) => pool[slot] = Some(worker),
+                    Err(e) => {
+                        read_error = Some(e);
+                        break;
+                    }
+                }
             }
             let worker = pool[slot].as_ref().expect("started above");
             for piece in split_at_bytes(batch, MAX_BATCH_BYTES) {
@@ -239,7 +267,6 @@ impl Pipeline {
             ..
         } = self;
         drop((sink, outputs, dead_letters));
-        let mut first_error = None;
         // Every worker is told at once, so all their sink handles go together.
         let done: Vec<_> = pool
             .into_iter()
@@ -249,24 +276,28 @@ impl Pipeline {
                 worker.done
             })
             .collect();
+        // The error to report is the cause: a read error comes before any worker stopped (the
+        // loop stops reading once one has), and a worker's own error before the turns it
+        // closed on the others, which are only its consequence.
+        let mut errors = Errors(read_error);
         for done in done {
-            match done
-                .await
-                .map_err(|e| anyhow!("a pipeline worker panicked: {e}"))?
-            {
-                Ok(()) => {}
-                Err(e) if e.is::<SinkClosed>() => {
+            match done.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) if e.is::<SinkClosed>() => {
                     tracing::info!("the output was closed by its reader; stopping")
                 }
-                Err(e) => first_error = first_error.or(Some(e)),
+                Ok(Err(e)) if e.is::<turns::TurnsClosed>() => {}
+                Ok(Err(e)) => errors.add(e),
+                Err(e) => errors.add(anyhow!("a pipeline worker panicked: {e}")),
             }
         }
         // Positions are committed only for batches every worker acknowledged above.
-        let finished = source.finish().await;
-        if let Some(e) = first_error {
+        if let Err(e) = source.finish().await {
+            errors.add(e);
+        }
+        if let Some(e) = errors.0 {
             return Err(e);
         }
-        finished?;
         // Closing the endpoints (leaving a consumer group) follows when they are dropped.
         tracing::info!("every output durable, source positions committed");
         Ok(Stats::of(&metrics))

@@ -63,6 +63,7 @@ impl Sink for GatedSink {
     fn write<'a>(
         &'a mut self,
         records: &'a [Record],
+        _refusals: crate::connector::Refusals,
     ) -> crate::connector::BoxFuture<'a, Result<crate::connector::Written>> {
         self.written.lock().unwrap().extend_from_slice(records);
         let mut gate = self.gate.clone();

@@ -22,7 +22,7 @@ use super::positions::{self, lane_of, Positions};
 use super::table::{self, PartitionField};
 use super::uri::IcebergUri;
 use crate::connector::keepers::{Keepers, PositionKeeper};
-use crate::connector::{BoxFuture, Rejected, Sink, Written};
+use crate::connector::{before_input_of, BoxFuture, Refusals, Rejected, Sink, Written};
 use crate::context::{Context, EndpointMetrics};
 use crate::format::parquet::{ColumnEncoder, Misfit};
 use crate::health::Health;
@@ -218,7 +218,7 @@ impl Shared {
 
     /// Writes `records` into the pending data files; returns the ones that do not fit the table
     /// and a receiver resolved when the commit holding the rest lands.
-    async fn write(&self, records: &[Record]) -> Result<Written> {
+    async fn write(&self, records: &[Record], refusals: Refusals) -> Result<Written> {
         let values: Vec<&[u8]> = records.iter().map(|r| r.value.as_ref()).collect();
         let mut state = self.state.lock().await;
         if state.table.is_none() {
@@ -239,14 +239,22 @@ impl Shared {
         {
             (batch, misfits) = encode(&mut state, &values)?;
         }
+        // Rows of the batch are the records that fit, in order.
+        let mut upto = records.len();
+        if let (Refusals::StopAtInput, Some(&(first, _))) = (refusals, misfits.first()) {
+            // Nothing of the refused record's input or after it: the commit's positions would
+            // cover it, and a restart would pass it over.
+            upto = before_input_of(records, first);
+            batch = batch.map(|b| b.slice(0, upto));
+            misfits.truncate(1);
+        }
         let rejected = rejections(misfits.clone());
         let Some(batch) = batch else {
             return Ok(Written::done(rejected));
         };
-        // Rows of the batch are the records that fit, in order. Pass over those the table holds
-        // and those already pending (a lane's records come in order: a lower one is a re-read).
-        let fitting =
-            (0..records.len()).filter(|i| misfits.binary_search_by_key(i, |m| m.0).is_err());
+        // Pass over the records the table holds and those already pending (a lane's records
+        // come in order: a lower one is a re-read).
+        let fitting = (0..upto).filter(|i| misfits.binary_search_by_key(i, |m| m.0).is_err());
         let mut keep = Vec::with_capacity(batch.num_rows());
         let mut lanes = Vec::new();
         {
@@ -372,8 +380,12 @@ impl PositionKeeper for Shared {
 }
 
 impl Sink for IcebergSink {
-    fn write<'a>(&'a mut self, records: &'a [Record]) -> BoxFuture<'a, Result<Written>> {
-        Box::pin(self.shared.write(records))
+    fn write<'a>(
+        &'a mut self,
+        records: &'a [Record],
+        refusals: Refusals,
+    ) -> BoxFuture<'a, Result<Written>> {
+        Box::pin(self.shared.write(records, refusals))
     }
 
     fn fork(&self) -> Result<Box<dyn Sink>> {
@@ -381,6 +393,10 @@ impl Sink for IcebergSink {
             shared: self.shared.clone(),
             _open: self._open.clone(),
         }))
+    }
+
+    fn keeps_positions(&self) -> bool {
+        true
     }
 
     /// A commit covers every batch of its interval: the worker must not wait for it sooner

@@ -12,7 +12,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use tokio::sync::Notify;
 
 use super::{await_topic, KafkaContext, KafkaUri, PRODUCER_DEFAULTS};
-use crate::connector::{BoxFuture, Rejected, Sink, Written};
+use crate::connector::{BoxFuture, Refusals, Rejected, Sink, Written};
 use crate::context::Context;
 use crate::health::Cause;
 use crate::record::Record;
@@ -50,6 +50,13 @@ impl BatchDelivery {
             self.done.notify_one();
         }
     }
+
+    /// `n` records of the batch will not be produced: nothing to wait for.
+    fn settle_unsent(&self, n: usize) {
+        if n > 0 && self.remaining.fetch_sub(n, Ordering::AcqRel) == n {
+            self.done.notify_one();
+        }
+    }
 }
 
 impl ProducerContext for KafkaContext {
@@ -75,7 +82,7 @@ impl KafkaSink {
         })
     }
 
-    async fn send(&self, records: &[Record]) -> Result<Written> {
+    async fn send(&self, records: &[Record], refusals: Refusals) -> Result<Written> {
         let batch = Arc::new(BatchDelivery {
             remaining: AtomicUsize::new(records.len()),
             failure: Mutex::new(None),
@@ -83,6 +90,13 @@ impl KafkaSink {
         });
         let mut rejected = Vec::new();
         for (index, r) in records.iter().enumerate() {
+            // Under StopAtInput nothing after a refused record is produced. (Outputs of its
+            // input produced before it stay: a delivery cannot be taken back. Kafka sinks are
+            // at least once, so they are written again after the restart.)
+            if refusals == Refusals::StopAtInput && !rejected.is_empty() {
+                batch.settle_unsent(records.len() - index);
+                break;
+            }
             let mut record =
                 BaseRecord::<[u8], [u8], _>::with_opaque_to(&self.topic, batch.clone())
                     .payload(&r.value[..]);
@@ -182,8 +196,12 @@ impl KafkaSink {
 }
 
 impl Sink for KafkaSink {
-    fn write<'a>(&'a mut self, records: &'a [Record]) -> BoxFuture<'a, Result<Written>> {
-        Box::pin(self.send(records))
+    fn write<'a>(
+        &'a mut self,
+        records: &'a [Record],
+        refusals: Refusals,
+    ) -> BoxFuture<'a, Result<Written>> {
+        Box::pin(self.send(records, refusals))
     }
 
     fn fork(&self) -> Result<Box<dyn Sink>> {

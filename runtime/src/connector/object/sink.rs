@@ -10,7 +10,7 @@ use opendal::Operator;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use super::{Format, ObjectUri};
-use crate::connector::{BoxFuture, Rejected, Sink, Written};
+use crate::connector::{before_input_of, BoxFuture, Refusals, Rejected, Sink, Written};
 use crate::context::Context;
 use crate::format::{jsonl, parquet as pq};
 use crate::health::{Cause, Health};
@@ -215,23 +215,42 @@ async fn upload(shared: Arc<SinkShared>, p: Pending) {
 }
 
 impl Sink for ObjectSink {
-    fn write<'a>(&'a mut self, records: &'a [Record]) -> BoxFuture<'a, Result<Written>> {
+    fn write<'a>(
+        &'a mut self,
+        records: &'a [Record],
+        refusals: Refusals,
+    ) -> BoxFuture<'a, Result<Written>> {
         Box::pin(async move {
             let mut rejected = Vec::new();
             let mut added = 0usize;
             let mut p = self.pending.lock().await;
             let first_kept;
+            let stop = refusals == Refusals::StopAtInput;
             match self.shared.uri.format {
                 Format::Jsonl => {
                     let before = p.jsonl.len();
                     let mut first = None;
+                    // Where each record's line starts, to cut before a refused record's input.
+                    let mut starts = Vec::new();
                     for (i, r) in records.iter().enumerate() {
+                        if stop {
+                            starts.push(p.jsonl.len());
+                        }
                         match jsonl::write_line(&r.value, &mut p.jsonl) {
                             Ok(()) => {
                                 first.get_or_insert(i);
                                 added += 1;
                             }
-                            Err(message) => rejected.push(Rejected { index: i, message }),
+                            Err(message) => {
+                                rejected.push(Rejected { index: i, message });
+                                if stop {
+                                    let cut = before_input_of(records, i);
+                                    p.jsonl.truncate(starts[cut]);
+                                    added = cut;
+                                    first = first.filter(|&f| f < cut);
+                                    break;
+                                }
+                            }
                         }
                     }
                     p.bytes += p.jsonl.len() - before;
@@ -239,12 +258,18 @@ impl Sink for ObjectSink {
                 }
                 Format::Parquet => {
                     let values: Vec<&[u8]> = records.iter().map(|r| &r.value[..]).collect();
-                    let (batch, misfits) = self
+                    let (mut batch, mut misfits) = self
                         .shared
                         .columns
                         .lock()
                         .map_err(|_| anyhow!("column encoder poisoned"))?
                         .encode(&values);
+                    if let (true, Some(&(first, _))) = (stop, misfits.first()) {
+                        // Rows are the records that fit, in order: the first `cut` of them.
+                        let cut = before_input_of(records, first);
+                        batch = batch.map(|b| b.slice(0, cut)).filter(|b| b.num_rows() > 0);
+                        misfits.truncate(1);
+                    }
                     let mut fits = vec![true; records.len()];
                     misfits.iter().for_each(|m| fits[m.0] = false);
                     first_kept = fits.iter().position(|&f| f);
