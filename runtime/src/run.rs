@@ -44,7 +44,14 @@ pub async fn run(args: RunArgs) -> Result<Vec<(String, Stats)>> {
     let ctx = Context::default();
     let metrics = Arc::new(metrics::Metrics::new(ctx.endpoints.clone()));
     for spec in &specs {
-        ctx.health.add_pipeline(&spec.name, &spec.endpoints());
+        let behind: Vec<String> = spec
+            .source
+            .iter()
+            .flat_map(|s| connector::endpoints_behind(s))
+            .collect();
+        let mut endpoints = spec.endpoints();
+        endpoints.extend(behind.iter().map(String::as_str));
+        ctx.health.add_pipeline(&spec.name, &endpoints);
     }
     metrics.add_slots(&slots);
     if let Some(addr) = &args.metrics {

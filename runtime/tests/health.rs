@@ -178,3 +178,52 @@ fn health_lists_every_pipeline_and_ready_waits_for_plugins() {
         log_of(&log)
     );
 }
+
+/// An event-fed object source reads through a Kafka consumer of its own: /ready waits for its
+/// group, and /health names its broker when that goes away.
+#[test]
+fn an_event_fed_source_is_ready_once_its_group_is_joined_and_unhealthy_without_its_broker() {
+    let broker = PrivateBroker::start();
+    let events = unique("health-events");
+    create_topic(&broker.addr, &events, 2);
+    let source = s3::uri(
+        &s3::server(),
+        &format!("{}/in", unique("health-objects")),
+        &format!(
+            "format=parquet&events=kafka://{}/{events}&group={}&prop.session.timeout.ms=6000",
+            broker.addr,
+            unique("health-group")
+        ),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let addr = free_addr();
+    let mut child = spawn_with(
+        s3::with_credentials(&mut runtime()),
+        &[
+            "run",
+            "--source",
+            &source,
+            "--sink",
+            "stdout",
+            "--metrics",
+            &addr,
+        ],
+        &log,
+    );
+    let minute = Duration::from_secs(60);
+    await_answer(&addr, "/ready", minute, &log, |s, b| {
+        s == 200 && b["ready"] == true
+    });
+    assert!(
+        log_of(&log).contains("partitions assigned"),
+        "ready before the events consumer joined its group:\n{}",
+        log_of(&log)
+    );
+    broker.signal("-KILL");
+    let endpoint = format!("kafka://{}/{events}", broker.addr);
+    let body = await_answer(&addr, "/health", minute, &log, retrying_on(&endpoint));
+    eprintln!("without the events broker: {body}");
+    signal(&child, "-KILL");
+    let _ = child.wait();
+}

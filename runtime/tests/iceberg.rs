@@ -292,6 +292,46 @@ fn a_catalog_outage_is_retried_and_nothing_is_lost_or_doubled() {
     assert_exactly(&t, 60_000);
 }
 
+/// Partitions assigned while the catalog does not answer: the positions cannot be loaded, so
+/// the run stops with the reason instead of hanging the rebalance or writing blind.
+#[test]
+fn an_assignment_whose_positions_cannot_be_loaded_stops_the_run_clearly() {
+    let b = broker();
+    let server = s3::PrivateServer::start();
+    let catalog = server.catalog();
+    let (input, group, table) = (unique("ice4-in"), unique("ice4"), table("blind"));
+    create_topic(&b, &input, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let sink = iceberg::uri(&catalog, &table_path(&table), "commit=1s");
+    // A long session: tansu's join takes about half of it, so the catalog is paused well
+    // before the partitions are assigned.
+    let source = format!("kafka://{b}/{input}?group={group}&prop.session.timeout.ms=30000");
+    let log = dir.path().join("w.log");
+    let mut cmd = common::runtime();
+    s3::with_credentials(&mut cmd);
+    let mut w = spawn_with(
+        &mut cmd,
+        &["run", "--source", &source, "--sink", &sink],
+        &log,
+    );
+    wait_for_log(&log, "consuming");
+    server.pause();
+    let status = wait_exit(&mut w, Duration::from_secs(120), &log);
+    server.resume();
+    assert!(!status.success());
+    let text = log_of(&log);
+    let error = text
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line:\n{text}"));
+    assert!(
+        error.contains("cannot load the table's positions")
+            && error.contains("did not answer")
+            && error.contains("restart once the catalog answers"),
+        "{error}"
+    );
+}
+
 #[test]
 fn a_bucket_of_parquet_goes_into_a_table_once_across_kill_9() {
     let dir = tempfile::tempdir().unwrap();

@@ -9,8 +9,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 /// A sink whose commits carry the source positions they acknowledge.
 pub trait PositionKeeper: Send + Sync {
     /// Reloads the committed positions, so records another member already committed are passed
-    /// over. Blocking: called from a source's own thread when lanes are assigned to it.
-    fn reload(&self);
+    /// over. Blocking, and bounded in time (retried, then an error naming the fix): called from
+    /// a source's own thread when lanes are assigned to it.
+    fn reload(&self) -> anyhow::Result<()>;
 
     /// Commits what is pending at once: lanes are being revoked, and their positions must be in
     /// the table before another member takes them.

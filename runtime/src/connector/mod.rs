@@ -1,6 +1,7 @@
 //! Endpoints: where records come from and go to. One file per kind; a new kind is a new file
 //! plus one arm in [`open_source`] / [`open_sink`].
 
+pub mod backoff;
 pub mod iceberg;
 pub mod kafka;
 pub mod keepers;
@@ -206,6 +207,18 @@ pub async fn open_source(
         }
         Some("mem") => Ok(Box::new(mem::MemSource::open(uri, ctx)?)),
         _ => anyhow::bail!("unsupported source `{uri}`: use {SOURCES}"),
+    }
+}
+
+/// The endpoints a source at `uri` reads through besides itself, which report their own health
+/// (trouble, a consumer group not joined yet) under their URIs: an event-fed object source's
+/// events topic. A URI that does not parse has none (opening it reports the error).
+pub fn endpoints_behind(uri: &str) -> Vec<String> {
+    match uri.split_once("://").map(|(scheme, _)| scheme) {
+        Some("s3" | "file") => object::ObjectUri::parse(uri)
+            .map(|u| u.events.into_iter().collect())
+            .unwrap_or_default(),
+        _ => Vec::new(),
     }
 }
 

@@ -65,7 +65,7 @@ impl<'a> Query<'a> {
         self.take(key).map_or(Ok(default), |v| {
             parse_duration(&v).ok_or_else(|| {
                 self.error(format!(
-                    "{key}={v} is not a duration: use e.g. {key}=10s, {key}=500ms or {key}=2m"
+                    "{key}={v} is not a duration of at most 100 years: use e.g. {key}=10s, {key}=500ms or {key}=2m"
                 ))
             })
         })
@@ -103,46 +103,30 @@ impl<'a> Query<'a> {
 
 /// `%XX` escapes decoded; anything else (including a stray `%`) kept as it is.
 pub fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let hex = |c: u8| (c as char).to_digit(16);
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if let (b'%', Some(Some(hi)), Some(Some(lo))) = (
-            b[i],
-            b.get(i + 1).map(|&c| hex(c)),
-            b.get(i + 2).map(|&c| hex(c)),
-        ) {
-            out.push((hi * 16 + lo) as u8);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
-/// `10s`, `500ms`, `2m`, `1h`; a bare number is seconds.
+/// `10s`, `500ms`, `2m`, `1h 30m` (humantime's units); a bare number is seconds (`1.5`).
+/// `None` for anything else, and for durations past what a timer can hold.
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: f64 = n
-        .parse()
-        .ok()
-        .filter(|n: &f64| n.is_finite() && *n >= 0.0)?;
-    let secs = match unit {
-        "" | "s" => n,
-        "ms" => n / 1000.0,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return None,
-    };
-    Some(Duration::from_secs_f64(secs))
+    match s.parse::<f64>() {
+        Ok(secs) if s.bytes().all(|b| b.is_ascii_digit() || b == b'.') => {
+            Duration::try_from_secs_f64(secs)
+                .ok()
+                .filter(|d| *d <= MAX_DURATION)
+        }
+        _ => humantime::parse_duration(s)
+            .ok()
+            .filter(|d| *d <= MAX_DURATION),
+    }
 }
+
+/// The longest duration a URI may give: 100 years (tokio's timers take no more than ~2 years
+/// of sleep at once, but a setting beyond a century is a typo, not a wish).
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// `10000`, `64MiB`, `512KiB`, `1GiB`, `10k`, `1M`.
 pub fn parse_size(s: &str) -> Option<usize> {
@@ -212,6 +196,20 @@ mod tests {
             .to_string();
         assert!(e.contains("`group` is not NAME=VALUE; usage"), "{e}");
         assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("1h 30m"), Some(Duration::from_secs(5400)));
+        // Past any timer: an error naming the range, not a panic.
+        for huge in [
+            "99999999999999999999999999999h",
+            "1e300",
+            "9999999999999999999999",
+        ] {
+            assert_eq!(parse_duration(huge), None, "{huge}");
+        }
+        let e = bad("x://h?commit=99999999999999999999999h", |q| {
+            q.duration("commit", Duration::ZERO).map(drop)
+        });
+        assert!(e.contains("at most 100 years"), "{e}");
         assert_eq!(parse_size("10k"), Some(10_000));
         assert_eq!(parse_size("1x"), None);
         assert_eq!(percent_decode("a%2Fb%3d%zz"), "a/b=%zz");

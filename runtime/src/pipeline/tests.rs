@@ -144,3 +144,72 @@ async fn batches_are_acknowledged_only_once_their_outputs_are_durable() {
     assert_eq!(acked, [0, 1, 2, 3]);
     assert_eq!((stats.records_in, stats.records_out), (12, 12));
 }
+
+/// Hands out its batches, then fails; counts `finish` calls.
+struct FailsAfter {
+    batches: std::collections::VecDeque<SourceBatch>,
+    finished: Arc<AtomicUsize>,
+}
+
+impl Source for FailsAfter {
+    fn next_batch(
+        &mut self,
+        _max: usize,
+    ) -> crate::connector::BoxFuture<'_, Result<Option<SourceBatch>>> {
+        let next = self.batches.pop_front();
+        Box::pin(async move {
+            match next {
+                Some(batch) => Ok(Some(batch)),
+                None => Err(anyhow!("the source broke")),
+            }
+        })
+    }
+
+    fn finish(&mut self) -> crate::connector::BoxFuture<'_, Result<()>> {
+        self.finished.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_source_still_drains_what_it_read_and_finishes() {
+    let acked = Arc::new(AtomicUsize::new(0));
+    let counted = acked.clone();
+    let finished = Arc::new(AtomicUsize::new(0));
+    let batch = SourceBatch {
+        records: vec![Record::new("1"); 3],
+        ack: Some(Box::new(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+        })),
+        ..Default::default()
+    };
+    let (_open, gate) = watch::channel(true);
+    let pipeline = Pipeline {
+        source: Box::new(FailsAfter {
+            batches: [batch].into(),
+            finished: finished.clone(),
+        }),
+        plugins: Vec::new(),
+        sink: Box::new(GatedSink {
+            gate,
+            written: Arc::default(),
+        }),
+        outputs: Vec::new(),
+        policy: ErrorPolicy::Fail,
+        batch_size: 1024,
+        count: None,
+        workers: 2,
+        metrics: Arc::default(),
+        dead_letters: None,
+        progress_every: None,
+    };
+    let (_never, stop) = watch::channel(false);
+    let err = pipeline.run(stop).await.unwrap_err();
+    assert_eq!(err.to_string(), "the source broke");
+    assert_eq!(acked.load(Ordering::SeqCst), 1, "the batch read was acked");
+    assert_eq!(
+        finished.load(Ordering::SeqCst),
+        1,
+        "the source was finished"
+    );
+}

@@ -233,6 +233,25 @@ impl PrivateServer {
         self.child = Some(child);
     }
 
+    /// SIGSTOP: the server holds connections without answering, until `resume`.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let ok = Command::new("kill")
+                .args([sig, &c.id().to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "kill {sig} the private weed");
+        }
+    }
+
     /// kill -9: the server is gone until `restart`.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -244,6 +263,7 @@ impl PrivateServer {
 
 impl Drop for PrivateServer {
     fn drop(&mut self) {
+        self.resume();
         self.kill();
     }
 }

@@ -18,6 +18,7 @@ use super::catalog::{self, one_line};
 use super::pending::Pending;
 use super::positions::{self, Positions, COMMIT_ID};
 use super::sink::Shared;
+use crate::connector::backoff;
 use crate::health::Cause;
 
 /// How a commit attempt ended.
@@ -45,12 +46,16 @@ impl Shared {
     async fn try_commit(&self, pending: &mut Pending) -> Result<(), String> {
         let display = &self.uri.display;
         let started = Instant::now();
-        let mut backoff = Duration::from_millis(200);
+        let mut delays = backoff::delays(Duration::from_millis(200), Duration::from_secs(10));
+        // Conflicts are retried at once on the new snapshot, then with a growing pause: many
+        // writers committing together would otherwise keep colliding.
+        let mut conflict_delays =
+            backoff::delays(Duration::from_millis(20), Duration::from_secs(2));
         let files = loop {
             match pending.finish(self.uri.target_file_size).await {
                 Ok(files) => break files.to_vec(),
                 Err(e) => {
-                    self.retry_later(format!("writing data files: {e:#}"), started, &mut backoff)
+                    self.retry_later(format!("writing data files: {e:#}"), started, &mut delays)
                         .await?
                 }
             }
@@ -98,10 +103,14 @@ impl Shared {
                 Attempt::Conflict => {
                     conflicts += 1;
                     tracing::debug!(table = %self.uri.display, conflicts, "commit conflict: another writer committed first; retrying on the new snapshot");
+                    if conflicts > 1 {
+                        let delay = conflict_delays.next().unwrap_or(Duration::from_secs(2));
+                        tokio::time::sleep(delay).await;
+                    }
                 }
                 Attempt::Fenced(why) => return Err(format!("{display}: {why}")),
                 Attempt::Failed(why) => {
-                    self.retry_later(format!("commit failed: {why}"), started, &mut backoff)
+                    self.retry_later(format!("commit failed: {why}"), started, &mut delays)
                         .await?
                 }
             }
@@ -114,17 +123,17 @@ impl Shared {
         &self,
         why: String,
         started: Instant,
-        backoff: &mut Duration,
+        delays: &mut (impl Iterator<Item = Duration> + Send),
     ) -> Result<(), String> {
         let display = &self.uri.display;
-        tracing::warn!(table = %self.uri.display, "{why} (retrying in {backoff:?})");
+        let delay = delays.next().unwrap_or(Duration::from_secs(10));
+        tracing::warn!(table = %self.uri.display, "{why} (retrying in {delay:?})");
         self.health
             .trouble(display, Cause::Unreachable, why.clone());
         if *self.stopping.borrow() && started.elapsed() > Duration::from_secs(30) {
             return Err(format!("{display}: {why}; gave up while stopping"));
         }
-        tokio::time::sleep(*backoff).await;
-        *backoff = (*backoff * 2).min(Duration::from_secs(10));
+        tokio::time::sleep(delay).await;
         Ok(())
     }
 

@@ -6,7 +6,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context as _, Result};
 use arrow_array::BooleanArray;
@@ -21,6 +21,7 @@ use super::pending::Pending;
 use super::positions::{self, lane_of, Positions};
 use super::table::{self, PartitionField};
 use super::uri::IcebergUri;
+use crate::connector::backoff;
 use crate::connector::keepers::{Keepers, PositionKeeper};
 use crate::connector::{before_input_of, BoxFuture, Refusals, Rejected, Sink, Written};
 use crate::context::{Context, EndpointMetrics};
@@ -357,20 +358,49 @@ fn check_examples(table: &Table, examples: &ColumnEncoder) -> Result<()> {
     Ok(())
 }
 
+/// How long one load of the table's positions may take when partitions are assigned, and how
+/// many times it is tried: a rebalance must not hang on a catalog that does not answer.
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(5);
+const RELOAD_ATTEMPTS: usize = 3;
+
 impl PositionKeeper for Shared {
-    fn reload(&self) {
-        match self.runtime.block_on(self.catalog.load(&self.ident)) {
-            Ok(None) => {} // created with the first batch: nothing committed yet
-            Ok(Some(table)) => match positions::in_table(table.metadata(), &self.property) {
-                Ok(held) => self
-                    .committed
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .merge(&held),
-                Err(e) => tracing::warn!(table = %self.uri.display, "{e}"),
-            },
-            Err(e) => tracing::warn!(table = %self.uri.display, "reloading positions failed: {e}"),
-        }
+    fn reload(&self) -> Result<()> {
+        let display = &self.uri.display;
+        let mut delays = backoff::delays(Duration::from_millis(500), Duration::from_secs(5));
+        let mut attempt = 0;
+        let held = loop {
+            attempt += 1;
+            let loaded = self.runtime.block_on(async {
+                match tokio::time::timeout(RELOAD_TIMEOUT, self.catalog.load(&self.ident)).await {
+                    Ok(loaded) => loaded,
+                    Err(_) => Err(anyhow!("the catalog did not answer in {RELOAD_TIMEOUT:?}")),
+                }
+            });
+            let why = match loaded {
+                // Created with the first batch: nothing committed yet.
+                Ok(None) => break Positions::default(),
+                Ok(Some(table)) => match positions::in_table(table.metadata(), &self.property) {
+                    Ok(held) => break held,
+                    Err(e) => e,
+                },
+                Err(e) => e,
+            };
+            if attempt == RELOAD_ATTEMPTS {
+                anyhow::bail!(
+                    "{display}: cannot load the table's positions for the partitions just \
+                     assigned ({why:#}), tried {RELOAD_ATTEMPTS} times: stopping rather than \
+                     write records the table may hold; restart once the catalog answers"
+                );
+            }
+            let delay = delays.next().unwrap_or(RELOAD_TIMEOUT);
+            tracing::warn!(table = %self.uri.display, "loading the table's positions failed: {why:#} (retrying in {delay:?})");
+            std::thread::sleep(delay);
+        };
+        self.committed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .merge(&held);
+        Ok(())
     }
 
     fn commit_soon(&self) {

@@ -30,6 +30,8 @@ struct LaneState {
     in_flight: HashMap<i32, usize>,
     /// Bumped when the partition is revoked: batches read before are stale.
     epoch: HashMap<i32, u64>,
+    /// A sink could not load its positions for partitions assigned: nothing may be read.
+    failed: Option<String>,
 }
 
 impl Lanes {
@@ -114,10 +116,19 @@ impl Lanes {
         self.acked.notify_all();
     }
 
-    /// After partitions are assigned: sinks that keep positions reload them.
+    /// After partitions are assigned: sinks that keep positions reload them. One that cannot
+    /// fails the source: reading without knowing what the table holds would write twice.
     pub(super) fn assigned(&self) {
         for k in &self.keepers {
-            k.reload();
+            if let Err(e) = k.reload() {
+                tracing::error!("{e:#}");
+                self.lock().failed.get_or_insert(format!("{e:#}"));
+            }
         }
+    }
+
+    /// Why the source must stop, if it must.
+    pub(super) fn failure(&self) -> Option<String> {
+        self.lock().failed.clone()
     }
 }

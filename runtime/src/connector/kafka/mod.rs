@@ -143,6 +143,41 @@ impl ConsumerContext for KafkaContext {
     }
 }
 
+/// A source's consumer. Closing it (when the last handle goes) leaves the group, which runs
+/// the revoke and its synchronous commit: blocking work, kept off the async worker threads.
+pub(super) struct GroupConsumer(Option<BaseConsumer<KafkaContext>>);
+
+impl GroupConsumer {
+    fn new(consumer: BaseConsumer<KafkaContext>) -> Self {
+        GroupConsumer(Some(consumer))
+    }
+}
+
+impl std::ops::Deref for GroupConsumer {
+    type Target = BaseConsumer<KafkaContext>;
+
+    fn deref(&self) -> &Self::Target {
+        self.0
+            .as_ref()
+            .expect("the consumer is taken only when dropped")
+    }
+}
+
+impl Drop for GroupConsumer {
+    fn drop(&mut self) {
+        let Some(consumer) = self.0.take() else {
+            return;
+        };
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        match Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| drop(consumer))
+            }
+            _ => drop(consumer),
+        }
+    }
+}
+
 /// Each partition's lag (high watermark - committed offset), or `None` where it is not known:
 /// no high watermark or committed offset yet (librdkafka says -1), or a partition not ours.
 fn consumer_lags(stats: &rdkafka::Statistics) -> Vec<(i32, Option<i64>)> {
@@ -168,7 +203,8 @@ async fn await_topic<C: ClientContext>(
     client: &rdkafka::client::Client<C>,
     uri: &KafkaUri,
 ) -> Result<usize> {
-    let mut backoff = Duration::from_millis(500);
+    let mut delays =
+        crate::connector::backoff::delays(Duration::from_millis(500), Duration::from_secs(30));
     loop {
         let metadata = tokio::task::block_in_place(|| {
             client.fetch_metadata(Some(&uri.topic), Duration::from_secs(5))
@@ -187,9 +223,9 @@ async fn await_topic<C: ClientContext>(
                 }
             }
             Err(e) => {
-                tracing::warn!(uri = %uri.uri, "Kafka broker {} not reachable ({e}); retrying in {backoff:?}", uri.brokers);
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                let delay = delays.next().unwrap_or(Duration::from_secs(30));
+                tracing::warn!(uri = %uri.uri, "Kafka broker {} not reachable ({e}); retrying in {delay:?}", uri.brokers);
+                tokio::time::sleep(delay).await;
             }
         }
     }

@@ -14,11 +14,11 @@ use std::sync::Arc;
 use anyhow::{Context as _, Result};
 use bytes::{Bytes, BytesMut};
 use rdkafka::bindings as rdsys;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
 
-use super::KafkaContext;
+use super::GroupConsumer;
 use crate::record::{Origin, Record};
 
 /// The handles of a source's partition queues (indexed by partition) and of the queue they
@@ -38,7 +38,7 @@ unsafe impl Send for SplitQueues {}
 pub(super) struct FetchQueue {
     queue: NonNull<rdsys::rd_kafka_queue_t>,
     /// The handles go before their consumer, and are taken out of its context first.
-    consumer: Arc<BaseConsumer<KafkaContext>>,
+    consumer: Arc<GroupConsumer>,
 }
 
 // SAFETY: as for `SplitQueues`.
@@ -76,7 +76,7 @@ impl SplitQueues {
 
 impl FetchQueue {
     pub(super) fn split(
-        consumer: &Arc<BaseConsumer<KafkaContext>>,
+        consumer: &Arc<GroupConsumer>,
         topic: &str,
         partitions: usize,
     ) -> Result<Self> {

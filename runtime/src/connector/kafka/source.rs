@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use super::lanes::Lanes;
 use super::queue::{raw_message, to_record, FetchQueue};
-use super::{await_topic, KafkaContext, KafkaUri, CONSUMER_DEFAULTS};
+use super::{await_topic, GroupConsumer, KafkaContext, KafkaUri, CONSUMER_DEFAULTS};
 use crate::connector::keepers::Keepers;
 use crate::connector::{BoxFuture, Source, SourceBatch, SourceOptions};
 use crate::context::Context;
@@ -30,7 +30,7 @@ use crate::record::Record;
 pub struct KafkaSource {
     polled: mpsc::Receiver<Polled>,
     current: Option<Polled>,
-    consumer: Arc<BaseConsumer<KafkaContext>>,
+    consumer: Arc<GroupConsumer>,
     stop: Arc<AtomicBool>,
     poller: Option<std::thread::JoinHandle<()>>,
     uri: String,
@@ -100,7 +100,7 @@ impl KafkaSource {
         ctx.health
             .waiting(&uri.uri, Some(&format!("joining consumer group `{group}`")));
 
-        let consumer = Arc::new(consumer);
+        let consumer = Arc::new(GroupConsumer::new(consumer));
         let fetched = FetchQueue::split(&consumer, &uri.topic, partitions)?;
         let stop = Arc::new(AtomicBool::new(false));
         // Room for two bursts: the thread reads the next while the pipeline takes this one.
@@ -127,11 +127,21 @@ impl KafkaSource {
         })
     }
 
-    async fn next(&mut self, max: usize) -> Option<SourceBatch> {
+    async fn next(&mut self, max: usize) -> Result<Option<SourceBatch>> {
         let mut polled = loop {
+            if let Some(why) = self.lanes.failure() {
+                anyhow::bail!("{}: {why}", self.uri);
+            }
             let polled = match self.current.take() {
                 Some(rest) => rest,
-                None => self.polled.recv().await?,
+                None => match self.polled.recv().await {
+                    Some(polled) => polled,
+                    // The poll thread stops early only when the lanes failed.
+                    None => match self.lanes.failure() {
+                        Some(why) => anyhow::bail!("{}: {why}", self.uri),
+                        None => return Ok(None),
+                    },
+                },
             };
             if self.lanes.hand_out(polled.partition, polled.epoch) {
                 break polled;
@@ -168,12 +178,12 @@ impl KafkaSource {
                 lanes.done(partition);
             })
         });
-        Some(SourceBatch {
+        Ok(Some(SourceBatch {
             records: polled.records,
             error: None,
             lane: partition as u32,
             ack,
-        })
+        }))
     }
 }
 
@@ -228,6 +238,9 @@ fn poll(
             }
             n += 1;
         }
+        if lanes.failure().is_some() {
+            return; // the source reports it
+        }
         // Wait up to 100 ms for a first record, then linger briefly so batches fill up: each
         // batch costs a plugin call and a few hand-offs, so tiny batches are expensive.
         let first = if n == 0 { 100 } else { 0 };
@@ -270,7 +283,7 @@ fn poll(
 
 impl Source for KafkaSource {
     fn next_batch(&mut self, max: usize) -> BoxFuture<'_, Result<Option<SourceBatch>>> {
-        Box::pin(async move { Ok(self.next(max).await) })
+        Box::pin(self.next(max))
     }
 
     fn finish(&mut self) -> BoxFuture<'_, Result<()>> {

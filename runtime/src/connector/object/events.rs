@@ -135,19 +135,9 @@ fn decode_key(key: &str) -> String {
     crate::connector::uri::percent_decode(&key.replace('+', " "))
 }
 
-/// As Go's `url.QueryEscape`, which MinIO uses.
+/// Query-escaped, as MinIO's events carry keys (`+` for a space, `%XX` for the rest).
 fn encode_key(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    for b in key.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            b' ' => out.push('+'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
+    form_urlencoded::byte_serialize(key.as_bytes()).collect()
 }
 
 #[cfg(test)]
