@@ -13,7 +13,7 @@ use crate::connector::{self, SinkRole, Source, SourceOptions};
 use crate::context::Context;
 use crate::health::State;
 use crate::pipeline::dead_letters::DeadLetters;
-use crate::pipeline::generator::PluginSource;
+use crate::pipeline::generator::{self, PluginSource};
 use crate::pipeline::{Pipeline, Stats};
 use crate::plugin::{self, ArtifactCache, PluginEngine, PluginSlot, SourceInstance, World};
 use crate::{admin, metrics};
@@ -115,6 +115,11 @@ pub async fn run(args: RunArgs) -> Result<Vec<(String, Stats)>> {
                 batch_size: spec.batch_size as usize,
                 state: spec.state.clone(),
             };
+            let rate = match (&source, spec.rate) {
+                (_, Some(rate)) => rate,
+                (Some(_), None) => generator::DEFAULT_RATE,
+                (None, None) => 0.0,
+            };
             let source = match source {
                 Some(source) => source,
                 None => {
@@ -135,6 +140,7 @@ pub async fn run(args: RunArgs) -> Result<Vec<(String, Stats)>> {
                 outputs,
                 policy: spec.on_error,
                 batch_size: spec.batch_size as usize,
+                rate,
                 count: spec.count,
                 workers,
                 metrics: metrics.pipeline(&spec.name),
@@ -274,10 +280,7 @@ fn load_plugins(
         tracing::info!(pipeline = %spec.name, plugin = %plugin.name, world = %plugin.world, sha256 = %plugin.compiled.sha256, "loaded");
         match plugin.world {
             World::Source if i == 0 && spec.source.is_none() => {
-                source = Some(Box::new(PluginSource::new(
-                    SourceInstance::new(plugin)?,
-                    spec.rate,
-                )));
+                source = Some(Box::new(PluginSource::new(SourceInstance::new(plugin)?)));
             }
             World::Source if i == 0 => bail!(
                 "{} is a source plugin and a source ({}) is given too: use one of them",

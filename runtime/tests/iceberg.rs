@@ -114,6 +114,7 @@ fn kafka_to_iceberg_is_exactly_once_across_three_kill_9s() {
         wait_for_log(&log, " committed ");
         // Kill at different points of the commit cycle.
         std::thread::sleep(Duration::from_millis(300 + 450 * round));
+        assert_still_feeding(&mut generator, &gen_log);
         signal(&w, "-KILL");
         let _ = w.wait();
         logs.push(log);
@@ -173,7 +174,8 @@ fn two_writers_in_one_group_write_each_record_once_when_one_dies() {
     create_topic(&b, &input, 8);
     let dir = tempfile::tempdir().unwrap();
     let gen_log = dir.path().join("gen.log");
-    let mut generator = feed(&b, &input, 15_000, 100_000, 22, &gen_log);
+    // 20 s of feed: the kill comes once both members committed, about 10 s in.
+    let mut generator = feed(&b, &input, 5_000, 100_000, 22, &gen_log);
     let sink = iceberg::uri(&catalog, &table_path(&table), "commit=100ms");
     let (a_log, b_log) = (dir.path().join("a.log"), dir.path().join("b.log"));
     let mut a = writer(&b, &input, &group, &sink, &a_log);
@@ -181,6 +183,7 @@ fn two_writers_in_one_group_write_each_record_once_when_one_dies() {
     let mut second = writer(&b, &input, &group, &sink, &b_log);
     wait_for_log(&b_log, " committed ");
     std::thread::sleep(Duration::from_secs(2));
+    assert_still_feeding(&mut generator, &gen_log);
     signal(&a, "-KILL");
     let _ = a.wait();
     await_rows(
@@ -370,8 +373,10 @@ fn a_bucket_of_parquet_goes_into_a_table_once_across_kill_9() {
         "--batch-size",
         "100",
     ];
+    // 10 000 rows/s: 10 s for the whole bucket, so a kill after the first commit is mid-way
+    // on any machine.
     let log = dir.path().join("first.log");
-    let mut first = spawn(&args, &log);
+    let mut first = spawn(&[&args[..], &["--rate", "10000"]].concat(), &log);
     wait_for_log(&log, " committed ");
     std::thread::sleep(Duration::from_millis(300));
     signal(&first, "-KILL");

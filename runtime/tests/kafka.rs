@@ -196,13 +196,15 @@ fn kill_9_mid_stream_then_restart_loses_nothing() {
     create_topic(&b, &input, 4);
     create_topic(&b, &output, 4);
     let dir = tempfile::tempdir().unwrap();
-    let mut generator = feed(&b, &input, 20_000, 100_000, 11, &dir.path().join("gen.log"));
+    // 20 s of feed: the kill comes about 5 s after the start.
+    let mut generator = feed(&b, &input, 5_000, 100_000, 11, &dir.path().join("gen.log"));
     let first_log = dir.path().join("first.log");
     let mut first = enricher(&b, &input, &output, &group, &first_log);
     // Kill it mid-stream: once it holds its partitions (the join takes ~3 s) and has had a
-    // moment to work.
+    // moment to work, with records still coming.
     wait_for_log(&first_log, "partitions assigned");
     std::thread::sleep(Duration::from_millis(1500));
+    assert_still_feeding(&mut generator, &dir.path().join("gen.log"));
     signal(&first, "-KILL");
     let _ = first.wait();
 
@@ -248,7 +250,8 @@ fn two_processes_split_partitions_and_one_takes_over_when_the_other_dies() {
     create_topic(&b, &input, 8);
     create_topic(&b, &output, 8);
     let dir = tempfile::tempdir().unwrap();
-    let mut generator = feed(&b, &input, 10_000, 150_000, 12, &dir.path().join("gen.log"));
+    // 30 s of feed: the kill comes once both members hold partitions, about 10 s in.
+    let mut generator = feed(&b, &input, 5_000, 150_000, 12, &dir.path().join("gen.log"));
     let (a_log, b_log) = (dir.path().join("a.log"), dir.path().join("b.log"));
     let mut a = enricher(&b, &input, &output, &group, &a_log);
     let mut b_proc = enricher(&b, &input, &output, &group, &b_log);
@@ -274,6 +277,7 @@ fn two_processes_split_partitions_and_one_takes_over_when_the_other_dies() {
     assert_eq!(all.len(), 8, "A {:?} and B {:?} overlap", split.0, split.1);
 
     std::thread::sleep(Duration::from_secs(1));
+    assert_still_feeding(&mut generator, &dir.path().join("gen.log"));
     signal(&a, "-KILL");
     let _ = a.wait();
     let (inputs, read) = await_delivery(

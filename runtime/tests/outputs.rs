@@ -102,11 +102,18 @@ fn fed(
 }
 
 /// Starts the router, kills it with -9 once it is working, and starts it again.
-fn kill_9_once(source: &str, sink: &str, rejected: &str, dir: &Path) -> std::process::Child {
+fn kill_9_once(
+    source: &str,
+    sink: &str,
+    rejected: &str,
+    dir: &Path,
+    feed: &mut std::process::Child,
+) -> std::process::Child {
     let first_log = dir.join("first.log");
     let mut first = router(source, sink, rejected, &first_log);
     wait_for_log(&first_log, "partitions assigned");
     std::thread::sleep(Duration::from_millis(1500));
+    assert_still_feeding(feed, &dir.join("gen.log"));
     signal(&first, "-KILL");
     let _ = first.wait();
     router(source, sink, rejected, &dir.join("second.log"))
@@ -153,16 +160,11 @@ fn route_through_a_kill_9(
     let input = unique("routed-in");
     create_topic(&b, &input, 4);
     let dir = tempfile::tempdir().unwrap();
-    let generator = feed(
-        &b,
-        &input,
-        10_000,
-        n as u32,
-        21,
-        &dir.path().join("gen.log"),
-    );
+    // At least 12 s of feed: the kill comes about 5 s after the start.
+    let rate = (n as u32 / 12).min(10_000);
+    let mut generator = feed(&b, &input, rate, n as u32, 21, &dir.path().join("gen.log"));
     let source = source_uri(&b, &input, &unique("router"));
-    let mut second = kill_9_once(&source, sink, rejected, dir.path());
+    let mut second = kill_9_once(&source, sink, rejected, dir.path(), &mut generator);
     let ids = fed(&b, &input, n, generator, dir.path());
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     let (ok, rej) = loop {

@@ -92,7 +92,7 @@ fn config_reaches_init_and_a_seed_makes_output_deterministic() {
 }
 
 #[test]
-fn rate_paces_the_generator() {
+fn rate_paces_any_source() {
     let mock = plugin("mock");
     let started = Instant::now();
     let out = run(
@@ -114,6 +114,16 @@ fn rate_paces_the_generator() {
     assert!(
         started.elapsed() >= Duration::from_millis(250),
         "30 records at 100/s took {:?}",
+        started.elapsed()
+    );
+    // Any source, not only a source plugin: stdin too (a bucket or a topic alike).
+    let started = Instant::now();
+    let out = run(&["run", "--rate", "1000"], numbered_lines(300).as_bytes());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json_lines(&stdout(&out)).len(), 300);
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "300 lines at 1000/s took {:?}",
         started.elapsed()
     );
 }

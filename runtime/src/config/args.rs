@@ -53,9 +53,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub state: Option<PathBuf>,
 
-    /// Records per second a source plugin may produce; 0 = as fast as possible.
-    #[arg(long, default_value_t = 333.0, value_parser = parse_rate)]
-    pub rate: f64,
+    /// Records per second the source may produce; 0 = as fast as possible [default: 333 for a
+    /// source plugin, no limit for other sources]
+    #[arg(long, value_parser = parse_rate)]
+    pub rate: Option<f64>,
 
     /// Stop after this many source records (default: run until the input ends or a signal).
     #[arg(long)]

@@ -168,8 +168,11 @@ pub(super) fn parse_pipelines(
             .and_then(|()| limits::check("workers", p.workers, &limits::WORKERS))
             .and_then(|()| limits::check("fuel", p.fuel, &limits::FUEL))
             .map_err(in_pipeline)?;
-        let rate = p.rate.unwrap_or(defaults.rate);
-        let rate = super::args::parse_rate(&rate.to_string())
+        let rate = p
+            .rate
+            .or(defaults.rate)
+            .map(|rate| super::args::parse_rate(&rate.to_string()))
+            .transpose()
             .map_err(|e| in_pipeline(format!("rate: {e}")))?;
         let settings = settings_of(&p.name, p.settings)?
             .into_iter()

@@ -19,7 +19,8 @@ pub struct PipelineSpec {
     /// Named outputs (NAME, URI), in the order given.
     pub outputs: Vec<(String, String)>,
     pub settings: Vec<(String, String)>,
-    pub rate: f64,
+    /// Records per second the source may produce; `None`: the source's own default.
+    pub rate: Option<f64>,
     pub count: Option<u64>,
     pub batch_size: u32,
     pub on_error: ErrorPolicy,

@@ -62,7 +62,7 @@ fn pipelines_file() {
         [PathBuf::from("/etc/sluice/plugins/mock.wasm")]
     );
     assert_eq!(specs[0].sink, "file:///etc/sluice/data/raw?format=parquet");
-    assert_eq!(specs[0].rate, 100.0);
+    assert_eq!(specs[0].rate, Some(100.0));
     assert_eq!(
         specs[0].settings,
         [("region".into(), "eu".into()), ("seed".into(), "42".into())]

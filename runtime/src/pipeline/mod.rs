@@ -7,11 +7,13 @@
 mod chain;
 pub(crate) mod dead_letters;
 pub(crate) mod generator;
+mod pacer;
 mod turns;
 mod worker;
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::{anyhow, Result};
 use tokio::sync::{mpsc, watch};
@@ -57,6 +59,8 @@ pub(crate) struct Pipeline {
     pub outputs: Vec<(Arc<str>, Box<dyn Sink>)>,
     pub policy: ErrorPolicy,
     pub batch_size: usize,
+    /// Records per second the source may produce (0: no limit).
+    pub rate: f64,
     /// Stop after this many source records.
     pub count: Option<u64>,
     /// At most this many workers; lanes (Kafka partitions) are spread over them, each lane
@@ -195,6 +199,7 @@ impl Pipeline {
         // The first worker starts now, so a plugin whose `init` fails stops the run at once.
         pool[0] = Some(self.start_worker(&stopped_tx, turns.clone())?);
         let mut records_in = 0u64;
+        let mut pacer = pacer::Pacer::new(self.rate, Instant::now());
         // A source that fails, or a worker that cannot start, stops reading; what was read is
         // still finished and acknowledged below before the error is reported.
         let mut read_error = None;
@@ -215,11 +220,23 @@ impl Pipeline {
             if max == 0 {
                 break;
             }
+            let granted = match pacer.grant(Instant::now(), max as u32) {
+                Ok(n) => n as usize,
+                Err(wait) => {
+                    tokio::select! {
+                        biased;
+                        _ = shutdown.changed() => {}
+                        _ = stopped.changed() => {}
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                    continue;
+                }
+            };
             let batch = tokio::select! {
                 biased;
                 _ = shutdown.changed() => continue,
                 _ = stopped.changed() => continue,
-                batch = self.source.next_batch(max) => batch,
+                batch = self.source.next_batch(granted) => batch,
             };
             let batch = match batch {
                 Ok(Some(batch)) => batch,
@@ -232,7 +249,9 @@ impl Pipeline {
             if records_in == 0 {
                 tracing::info!("first records read");
             }
-            records_in += batch.records.len() as u64 + u64::from(batch.error.is_some());
+            let read = batch.records.len() + usize::from(batch.error.is_some());
+            pacer.refund(granted.saturating_sub(read) as u32);
+            records_in += read as u64;
             let slot = match turns {
                 Some(_) => batches_read % workers,
                 None => batch.lane as usize % workers,

@@ -257,6 +257,17 @@ impl Drop for PrivateBroker {
     }
 }
 
+/// Asserts that `feed` is still producing, so that a kill now lands mid-stream with records
+/// yet to come. Feeds last several times what a test waits before its kill; this says so when
+/// a machine is too slow for that, instead of letting the test pass without a kill mid-way.
+pub fn assert_still_feeding(feed: &mut Child, log: &Path) {
+    assert!(
+        feed.try_wait().expect("try_wait").is_none(),
+        "the feed ended before the kill, so it would not land mid-stream; its log:\n{}",
+        super::process::log_of(log)
+    );
+}
+
 /// A generator feeding `topic` at `rate` for `count` records, in the background.
 pub fn feed(b: &str, topic: &str, rate: u32, count: u32, seed: u32, log: &Path) -> Child {
     let mock = super::plugin("mock");
