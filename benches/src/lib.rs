@@ -53,7 +53,7 @@ pub fn fixed_size_records(n: usize, size: usize) -> Vec<Record> {
             let mut value = vec![b'x'; size];
             value[..8].copy_from_slice(&(i as u64).to_le_bytes());
             let mut r = Record::new(value);
-            r.origin = Some(Origin::At(source.clone(), ':', i as u64));
+            r.origin = Some(Origin::Once(source.clone(), ':', i as u64));
             r
         })
         .collect()

@@ -26,15 +26,32 @@ pub struct Record {
 /// plugin (straight into the wire buffer): reading a record costs no allocation for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
-    /// `{0}{1}{2}`, e.g. ("user_sessions/3", '@', 1200).
+    /// A position the source reads the same record at again after a restart: a Kafka offset
+    /// (`topic/3@1200`) or an object's row (`KEY#ROW`). `{0}{1}{2}`.
     At(Arc<str>, char, u64),
+    /// A position in a stream read once: stdin's lines (`stdin:LINE`), a generator's records
+    /// (`mock.wasm@RUN-PID#SEQ`). Formatted as [`Origin::At`], never replayed.
+    Once(Arc<str>, char, u64),
     Text(Arc<str>),
+}
+
+impl Origin {
+    /// The lane (the position's prefix and separator) and the number, where a restarted source
+    /// reads the same record at the same position again.
+    pub fn replayable(&self) -> Option<(&str, char, u64)> {
+        match self {
+            Origin::At(prefix, sep, n) => Some((prefix, *sep, *n)),
+            Origin::Once(..) | Origin::Text(_) => None,
+        }
+    }
 }
 
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Origin::At(prefix, sep, n) => write!(f, "{prefix}{sep}{n}"),
+            Origin::At(prefix, sep, n) | Origin::Once(prefix, sep, n) => {
+                write!(f, "{prefix}{sep}{n}")
+            }
             Origin::Text(text) => f.write_str(text),
         }
     }
@@ -43,7 +60,7 @@ impl fmt::Display for Origin {
 impl sluice_wire::PutText for Origin {
     fn put_text(&self, buf: &mut Vec<u8>) {
         match self {
-            Origin::At(prefix, sep, n) => {
+            Origin::At(prefix, sep, n) | Origin::Once(prefix, sep, n) => {
                 buf.extend_from_slice(prefix.as_bytes());
                 buf.extend_from_slice(sep.encode_utf8(&mut [0; 4]).as_bytes());
                 sluice_wire::put_decimal(buf, *n);

@@ -25,22 +25,34 @@ fn table_path(table: &str) -> String {
 
 /// Kafka -> enrich -> `sink`, in the background.
 fn writer(b: &str, input: &str, group: &str, sink: &str, log: &Path) -> Child {
+    writer_with(b, input, group, sink, log, &[])
+}
+
+fn writer_with(b: &str, input: &str, group: &str, sink: &str, log: &Path, extra: &[&str]) -> Child {
     let enrich = plugin("enrich");
     let mut cmd = common::runtime();
     s3::with_credentials(&mut cmd);
-    spawn_with(
-        &mut cmd,
-        &[
-            "run",
-            "--source",
-            &source_uri(b, input, group),
-            "--plugin",
-            enrich.to_str().unwrap(),
-            "--sink",
-            sink,
-        ],
-        log,
-    )
+    let source = source_uri(b, input, group);
+    let mut args = vec![
+        "run",
+        "--source",
+        &source,
+        "--plugin",
+        enrich.to_str().unwrap(),
+        "--sink",
+        sink,
+    ];
+    args.extend_from_slice(extra);
+    spawn_with(&mut cmd, &args, log)
+}
+
+/// The pipeline's records read so far, from `/metrics` at `addr`.
+fn records_in(addr: &str) -> u64 {
+    let (_, text) = http_get(addr, "/metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix("sluice_records_in_total{pipeline=\"main\"}"))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0) as u64
 }
 
 /// Waits until the table holds `n` rows (by its snapshot summary), up to `timeout`; `log` is
@@ -266,12 +278,33 @@ fn a_catalog_outage_is_retried_and_nothing_is_lost_or_doubled() {
     let dir = tempfile::tempdir().unwrap();
     let gen_log = dir.path().join("gen.log");
     let mut generator = feed(&b, &input, 5_000, 60_000, 23, &gen_log);
-    let sink = iceberg::uri(&catalog, &table_path(&table), "commit=1s");
+    // Little memory for records not committed: during the outage the writer stops reading.
+    let sink = iceberg::uri(&catalog, &table_path(&table), "commit=1s&max_pending=1MiB");
     let log = dir.path().join("w.log");
-    let mut w = writer(&b, &input, &group, &sink, &log);
+    let metrics = free_addr();
+    let mut w = writer_with(&b, &input, &group, &sink, &log, &["--metrics", &metrics]);
     wait_for_log(&log, " committed ");
     server.kill();
-    std::thread::sleep(Duration::from_secs(10));
+    let outage = Instant::now();
+    // Held back, not buffering without bound: what it reads stops growing within the outage
+    // (the feed goes on at 5 000 records/s).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = records_in(&metrics);
+    let held = loop {
+        std::thread::sleep(Duration::from_secs(2));
+        let now = records_in(&metrics);
+        if now == last {
+            break now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still reading after 30 s of outage ({now} records in): max_pending did not hold the writer back"
+        );
+        last = now;
+    };
+    eprintln!("catalog and store down: reading stopped at {held} records in");
+    // At least 10 s down: longer than the store client's own retries.
+    std::thread::sleep(Duration::from_secs(10).saturating_sub(outage.elapsed()));
     server.restart();
     await_rows(
         &catalog,
@@ -541,6 +574,133 @@ fn a_record_the_table_refuses_under_fail_is_read_again_after_the_fix() {
     assert!(fixed.status.success(), "{}", stderr(&fixed));
     let t = read_embedded(dir.path(), "raw.refused");
     assert_exactly(&t, 100);
+}
+
+/// `evolve=true` adds flat new fields as columns; a nested one cannot be a column, so the
+/// records carrying it fail on their own (by `--on-error`), naming the field and the fix.
+#[test]
+fn a_nested_new_field_fails_only_its_record_under_evolve() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = "ns.nested";
+    let first = embedded(dir.path(), t, "", &[], b"{\"a\":1}\n");
+    assert!(first.status.success(), "{}", stderr(&first));
+    let input =
+        b"{\"a\":2,\"city\":\"Oslo\"}\n{\"a\":3,\"device\":{\"os\":\"linux\"}}\n{\"a\":4}\n";
+
+    let fail = embedded(dir.path(), t, "evolve=true", &[], input);
+    assert!(!fail.status.success());
+    let e = error_line(&fail);
+    assert!(
+        e.contains("stdin:2") && e.contains("`device`") && e.contains("by hand"),
+        "{e}"
+    );
+    let skip = embedded(dir.path(), t, "evolve=true", &["--on-error", "skip"], input);
+    assert!(skip.status.success(), "{}", stderr(&skip));
+    let table = read_embedded(dir.path(), t);
+    assert_eq!(table["types"]["city"], "string", "{}", table["types"]);
+    assert!(table["types"].get("device").is_none(), "{}", table["types"]);
+    // 1, then under fail the record before the nested one, then under skip the two that fit.
+    assert_eq!(table["rows"], 4);
+}
+
+/// A writer that meets records with a field another writer has since added as a column loads
+/// the table again and writes them, instead of refusing them.
+#[test]
+fn columns_another_writer_added_are_taken_up() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let t = "ns.shared";
+    let sink = format!(
+        "iceberg+sqlite://{0}/catalog.db/ns/shared?warehouse={0}/wh&commit=100ms",
+        dir.path().display()
+    );
+    let log = dir.path().join("b.log");
+    let mut b = common::runtime()
+        .args(["run", "--sink", &sink])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut to_b = b.stdin.take().unwrap();
+    to_b.write_all(b"{\"a\":1}\n").unwrap();
+    to_b.flush().unwrap();
+    wait_for_log(&log, " committed ");
+    let a = embedded(
+        dir.path(),
+        t,
+        "evolve=true",
+        &[],
+        b"{\"a\":2,\"city\":\"Oslo\"}\n",
+    );
+    assert!(a.status.success(), "{}", stderr(&a));
+    to_b.write_all(b"{\"a\":3,\"city\":\"Rome\"}\n").unwrap();
+    drop(to_b);
+    let status = wait_exit(&mut b, Duration::from_secs(60), &log);
+    assert!(status.success(), "{}", log_of(&log));
+    let table = read_embedded(dir.path(), t);
+    assert_eq!(table["rows"], 3);
+}
+
+/// A writer that found no table at start, and creates it on its first batch after another
+/// process did (and committed), passes over what that process committed.
+#[test]
+fn a_table_another_process_created_first_keeps_its_positions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a_objects, b_objects) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&a_objects).unwrap();
+    std::fs::create_dir_all(&b_objects).unwrap();
+    let sink = format!(
+        "iceberg+sqlite://{0}/catalog.db/raw/first?warehouse={0}/wh&commit=100ms",
+        dir.path().display()
+    );
+    let source = |objects: &Path, follow: bool| {
+        format!(
+            "file://{}?format=jsonl&follow={follow}&poll=100ms",
+            objects.display()
+        )
+    };
+    // B opens first, on an empty directory: no table yet.
+    let b_log = dir.path().join("b.log");
+    let b_source = source(&b_objects, true);
+    let mut b = spawn(
+        &[
+            "run",
+            "--source",
+            &b_source,
+            "--sink",
+            &sink,
+            "--progress-secs",
+            "1",
+        ],
+        &b_log,
+    );
+    wait_for_log(&b_log, "object source ready");
+    // A creates the table and commits every row of part-0.jsonl.
+    let rows: String = (0..100)
+        .map(|n| format!("{{\"session_id\":\"s{n}\"}}\n"))
+        .collect();
+    std::fs::write(a_objects.join("part-0.jsonl"), &rows).unwrap();
+    let a = run(
+        &[
+            "run",
+            "--source",
+            &source(&a_objects, false),
+            "--sink",
+            &sink,
+        ],
+        b"",
+    );
+    assert!(a.status.success(), "{}", stderr(&a));
+    // Then B meets the same object: every row is already in the table.
+    let staged = dir.path().join("part-0.jsonl");
+    std::fs::write(&staged, &rows).unwrap();
+    std::fs::rename(&staged, b_objects.join("part-0.jsonl")).unwrap();
+    wait_for_log(&b_log, "records_in=100");
+    signal(&b, "-TERM");
+    let status = wait_exit(&mut b, Duration::from_secs(60), &b_log);
+    assert!(status.success(), "{}", log_of(&b_log));
+    assert_exactly(&read_embedded(dir.path(), "raw.first"), 100);
 }
 
 #[test]

@@ -204,11 +204,17 @@ export function source(nextBatch, init) {
   return {
     init: (config) => callInit(init, config),
     next(max, nowMs) {
+      let messages;
       try {
-        return encodeBatch(nextBatch(max, Number(nowMs)).slice(0, max));
+        messages = nextBatch(max, Number(nowMs));
       } catch (e) {
         throw `${errorText(e)}\n${e && e.stack ? e.stack : ""}`;
       }
+      if (messages.length > max) {
+        // Never cut silently: what is left out would be lost.
+        throw `source returned ${messages.length} messages but at most ${max} were asked for`;
+      }
+      return encodeBatch(messages);
     },
   };
 }

@@ -283,8 +283,12 @@ def source(next_batch: Callable[[int, int], List[Message]],
 
         def next(self, max: int, now_ms: int) -> bytes:
             try:
-                return encode_batch(list(next_batch(max, now_ms))[:max])
+                messages = list(next_batch(max, now_ms))
             except Exception:
                 raise Err(traceback.format_exc(limit=3))
+            if len(messages) > max:
+                # Never cut silently: what is left out would be lost.
+                raise Err(f"source returned {len(messages)} messages but at most {max} were asked for")
+            return encode_batch(messages)
 
     return WitWorld

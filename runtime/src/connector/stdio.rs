@@ -71,7 +71,7 @@ impl<R: AsyncRead + Unpin + Send> LineSource<R> {
                     return Ok(Some(batch));
                 }
                 let mut record = Record::new(raw.slice_ref(line));
-                record.origin = Some(Origin::At(self.name.clone(), ':', self.line));
+                record.origin = Some(Origin::Once(self.name.clone(), ':', self.line));
                 batch.records.push(record);
             }
             // Hand over what we have rather than wait for a full batch.

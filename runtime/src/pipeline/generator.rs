@@ -55,7 +55,7 @@ impl PluginSource {
             for r in &mut records {
                 self.seq += 1;
                 if r.origin.is_none() {
-                    r.origin = Some(Origin::At(self.run_name.clone(), '#', self.seq));
+                    r.origin = Some(Origin::Once(self.run_name.clone(), '#', self.seq));
                 }
             }
             return Ok(Some(SourceBatch {

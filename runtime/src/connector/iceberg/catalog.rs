@@ -134,12 +134,35 @@ fn storage_defaults(uri: &IcebergUri) -> HashMap<String, String> {
 }
 
 /// The opendal storage of the iceberg crates, with the URI's settings applied on top of the
-/// catalog's vended ones.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+/// catalog's vended ones. Serialisable as iceberg's storage factories are (the credentials
+/// must travel with it); its `Debug` form hides them.
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Overrides {
     inner: OpenDalResolvingStorageFactory,
     overrides: HashMap<String, String>,
     defaults: HashMap<String, String>,
+}
+
+impl fmt::Debug for Overrides {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Overrides")
+            .field("overrides", &redacted(&self.overrides))
+            .field("defaults", &redacted(&self.defaults))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Storage settings with the values of credentials replaced, for logs and errors.
+fn redacted(props: &HashMap<String, String>) -> std::collections::BTreeMap<&str, &str> {
+    props
+        .iter()
+        .map(|(k, v)| {
+            let secret = ["secret", "token", "key-id", "password", "credential"]
+                .iter()
+                .any(|s| k.contains(s));
+            (k.as_str(), if secret { "<redacted>" } else { v.as_str() })
+        })
+        .collect()
 }
 
 #[typetag::serde]
@@ -331,5 +354,28 @@ impl iceberg::Catalog for TableCatalog {
                 e
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_settings_show_no_credentials() {
+        let overrides = Overrides {
+            inner: OpenDalResolvingStorageFactory::new(),
+            overrides: HashMap::from([("s3.endpoint".into(), "http://127.0.0.1:9000".into())]),
+            defaults: HashMap::from([
+                ("s3.access-key-id".into(), "AKIDSHOWN".into()),
+                ("s3.secret-access-key".into(), "SECRETSHOWN".into()),
+                ("s3.session-token".into(), "TOKENSHOWN".into()),
+            ]),
+        };
+        let shown = format!("{overrides:?}");
+        assert!(shown.contains("http://127.0.0.1:9000"), "{shown}");
+        for secret in ["AKIDSHOWN", "SECRETSHOWN", "TOKENSHOWN"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
     }
 }

@@ -38,8 +38,33 @@ impl Shared {
         if let Err(e) = &result {
             tracing::error!("commit abandoned, its records are not acknowledged: {e}");
         }
-        for w in pending.waiters {
+        let bytes = pending.bytes;
+        for w in std::mem::take(&mut pending.waiters) {
             let _ = w.send(result.clone());
+        }
+        drop(pending);
+        self.held.fetch_sub(bytes, Ordering::AcqRel);
+        self.released.notify_waiters();
+        if result.is_ok() {
+            self.refresh().await;
+        }
+    }
+
+    /// After a commit: the table as the catalog has it now, so that vended storage settings
+    /// (short-lived credentials) are renewed at least once per commit interval and columns
+    /// another writer added are written.
+    async fn refresh(&self) {
+        match self.load_fresh().await {
+            Ok(Some(fresh)) => {
+                let mut state = self.state.lock().await;
+                if let Err(e) = self.adopt(&mut state, fresh).await {
+                    tracing::warn!(table = %self.uri.display, "taking the reloaded table: {e:#}");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(table = %self.uri.display, "reloading the table after a commit: {e:#} (the next commit tries again)")
+            }
         }
     }
 
@@ -56,7 +81,14 @@ impl Shared {
                 Ok(files) => break files.to_vec(),
                 Err(e) => {
                     self.retry_later(format!("writing data files: {e:#}"), started, &mut delays)
-                        .await?
+                        .await?;
+                    // A store that refuses the credentials the catalog vended (they expire):
+                    // the files are written again with the ones it vends now.
+                    if let Ok(Some(fresh)) = self.load_fresh().await {
+                        if let Err(e) = pending.use_storage_of(&fresh) {
+                            tracing::warn!(table = %self.uri.display, "{e:#}");
+                        }
+                    }
                 }
             }
         };
@@ -73,7 +105,7 @@ impl Shared {
             let attempt = self.attempt(&files, &pending.lanes, &ours, &id, &mut base);
             match attempt.await {
                 Attempt::Landed(table) => {
-                    let held = positions::in_table(table.metadata(), &self.property)
+                    let held = positions::in_table(&table.metadata_ref(), &self.writer)
                         .map_err(|e| format!("{display}: {e}"))?;
                     self.committed
                         .lock()
@@ -95,9 +127,8 @@ impl Shared {
                         commit_ms = started.elapsed().as_millis() as u64,
                         "committed"
                     );
-                    // The writer keeps the table it has: the answer to a commit carries no
-                    // storage settings vended by the catalog (its file IO would not reach the
-                    // store), and the location, schema and spec the writer uses are unchanged.
+                    // The answer to a commit carries no storage settings vended by the catalog:
+                    // the table is loaded again instead (`refresh`).
                     return Ok(());
                 }
                 Attempt::Conflict => {
@@ -149,13 +180,13 @@ impl Shared {
             Ok(t) => t,
             Err(e) => return Attempt::Failed(one_line(&e)),
         };
-        let metadata = table.metadata();
-        let current = metadata.current_snapshot().map(|s| s.snapshot_id());
+        let metadata = table.metadata_ref();
+        let current = metadata.current_snapshot_id();
         let since = *base.get_or_insert(current);
-        if positions::committed(metadata, id, since) {
+        if positions::committed(&metadata, id, since) {
             return Attempt::Landed(table); // an earlier attempt landed; its answer was lost
         }
-        let mut merged = match positions::in_table(metadata, &self.property) {
+        let mut merged = match positions::in_table(&metadata, &self.writer) {
             Ok(p) => p,
             Err(e) => return Attempt::Failed(e.to_string()),
         };
@@ -169,8 +200,11 @@ impl Shared {
         }
         merged.merge(ours);
         merged.prune(ours);
+        let (at, moved) = positions::properties(&self.writer);
+        let (at_json, moved_json) = merged.to_json();
         let properties = HashMap::from([
-            (self.property.clone(), merged.to_json()),
+            (at, at_json),
+            (moved, moved_json),
             (COMMIT_ID.to_owned(), id.to_owned()),
         ]);
         let tx = Transaction::new(&table);

@@ -27,6 +27,8 @@ pub(super) struct Pending {
     /// Per lane, the first and last position written.
     pub(super) lanes: BTreeMap<String, (u64, u64)>,
     pub(super) records: usize,
+    /// Arrow bytes of the batches kept (see `Shared::held`).
+    pub(super) bytes: usize,
     pub(super) opened: Option<Instant>,
     pub(super) waiters: Vec<oneshot::Sender<Result<(), String>>>,
 }
@@ -67,6 +69,15 @@ impl Pending {
         if let Err(e) = written {
             self.fail(e);
         }
+    }
+
+    /// Files from now on, and files written again, go through `table`'s storage (storage
+    /// settings vended anew); each segment keeps its own schema.
+    pub(super) fn use_storage_of(&mut self, table: &Table) -> Result<()> {
+        for segment in &mut self.segments {
+            segment.table = super::table::with_storage_of(&segment.table, table)?;
+        }
+        Ok(())
     }
 
     /// Finishes the open files (later batches start new ones).

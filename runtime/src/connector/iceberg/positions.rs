@@ -1,145 +1,196 @@
 //! Source positions kept in the table: each Sluice commit's snapshot summary carries, under
-//! `sluice.positions.WRITER`, the last position committed for every source lane (a Kafka
-//! partition `topic/P@`, an object `KEY#`), merged with what other writers committed before.
+//! `sluice.positions.WRITER`, the last position committed for every source lane this writer
+//! moved (a Kafka partition `topic/P@`, an object `KEY#`), merged with what other processes of
+//! the same writer committed before, and under `sluice.moved.WRITER` when each lane last moved.
 //! The newest snapshot with the property is the truth; a record at or before its lane's position
 //! is already in the table.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Result};
-use iceberg::spec::TableMetadata;
+use iceberg::spec::TableMetadataRef;
+use iceberg::util::snapshot::{ancestors_between, ancestors_of};
 
-use crate::record::{Origin, Record};
+use crate::record::Record;
 
 /// The snapshot property naming the commit, so a commit that landed although its answer was
 /// lost is recognised instead of repeated.
 pub const COMMIT_ID: &str = "sluice.commit-id";
 
-/// Object lanes kept in the summary at most (the oldest names are dropped first): a bucket
-/// ingested for months must not grow every snapshot's summary without bound. An object whose
-/// lane was dropped is long done: its source keeps its own progress.
+/// Object lanes kept in the summary at most (those that moved longest ago go first): a bucket
+/// ingested for months must not grow every snapshot's summary without bound.
 const MAX_OBJECT_LANES: usize = 4096;
 
-/// Last committed position per lane.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Positions(BTreeMap<String, u64>);
+/// An object lane that has not moved for this long is dropped from the summary: its object is
+/// long done, and its source keeps its own progress. Kafka lanes (one per partition) stay.
+const OBJECT_LANE_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// The lane and position of a record read from a source that reads the same record at the same
-/// position again after a restart: a Kafka partition (`topic/P@OFFSET`) or an object
-/// (`KEY#ROW`). Lines of stdin (`stdin:LINE`) start over with other data, so they have none.
+/// Last committed position per lane, and when each last moved (ms since the epoch).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Positions {
+    at: BTreeMap<String, u64>,
+    moved: BTreeMap<String, u64>,
+}
+
+/// The lane and position of a record whose source reads the same record at the same position
+/// again after a restart (see [`crate::record::Origin::replayable`]).
 pub fn lane_of(record: &Record) -> Option<(String, u64)> {
-    match &record.origin {
-        Some(Origin::At(prefix, sep @ ('@' | '#'), n)) => Some((format!("{prefix}{sep}"), *n)),
-        _ => None,
-    }
+    let (prefix, sep, n) = record.origin.as_ref()?.replayable()?;
+    Some((format!("{prefix}{sep}"), n))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Positions {
     /// Whether the record at `n` of `lane` is already committed.
     pub fn covers(&self, lane: &str, n: u64) -> bool {
-        self.0.get(lane).is_some_and(|&at| n <= at)
+        self.at.get(lane).is_some_and(|&at| n <= at)
     }
 
     pub fn get(&self, lane: &str) -> Option<u64> {
-        self.0.get(lane).copied()
+        self.at.get(lane).copied()
     }
 
-    /// Takes the later position of each lane.
+    /// Takes the later position of each lane, and the later time it moved.
     pub fn merge(&mut self, other: &Positions) {
-        for (lane, &n) in &other.0 {
-            self.advance(lane, n);
+        for (lane, &n) in &other.at {
+            let at = self.at.entry(lane.clone()).or_insert(n);
+            *at = (*at).max(n);
+        }
+        for (lane, &ms) in &other.moved {
+            let moved = self.moved.entry(lane.clone()).or_insert(ms);
+            *moved = (*moved).max(ms);
         }
     }
 
+    /// `lane` moved to `n` now.
     pub fn advance(&mut self, lane: &str, n: u64) {
-        match self.0.get_mut(lane) {
-            Some(at) => *at = (*at).max(n),
-            None => {
-                self.0.insert(lane.to_owned(), n);
+        self.advance_at(lane, n, now_ms());
+    }
+
+    fn advance_at(&mut self, lane: &str, n: u64, ms: u64) {
+        let at = self.at.entry(lane.to_owned()).or_insert(n);
+        *at = (*at).max(n);
+        let moved = self.moved.entry(lane.to_owned()).or_insert(ms);
+        *moved = (*moved).max(ms);
+    }
+
+    pub fn len(&self) -> usize {
+        self.at.len()
+    }
+
+    /// Drops object lanes that have not moved for [`OBJECT_LANE_AGE`], then those that moved
+    /// longest ago beyond [`MAX_OBJECT_LANES`]; never a lane in `keep` (this commit's).
+    pub fn prune(&mut self, keep: &Positions) {
+        self.prune_at(keep, now_ms());
+    }
+
+    fn prune_at(&mut self, keep: &Positions, now: u64) {
+        let oldest = now.saturating_sub(OBJECT_LANE_AGE.as_millis() as u64);
+        // (moved, lane) of the object lanes that may go, those that moved longest ago first. A
+        // lane without a time (written by an older version) counts as moved now.
+        let mut objects: Vec<(u64, String)> = self
+            .at
+            .keys()
+            .filter(|l| l.ends_with('#') && !keep.at.contains_key(*l))
+            .map(|l| (self.moved.get(l).copied().unwrap_or(now), l.clone()))
+            .collect();
+        objects.sort();
+        let excess = objects.len().saturating_sub(MAX_OBJECT_LANES);
+        for (i, (moved, lane)) in objects.into_iter().enumerate() {
+            if i < excess || moved < oldest {
+                self.at.remove(&lane);
+                self.moved.remove(&lane);
             }
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.0.len()
+    /// The positions and the times lanes moved, as the two snapshot properties hold them.
+    pub fn to_json(&self) -> (String, String) {
+        let json = |map| serde_json::to_string(map).unwrap_or_else(|_| "{}".to_owned());
+        (json(&self.at), json(&self.moved))
     }
 
-    /// Drops the oldest-named object lanes beyond the bound, except those in `keep`.
-    pub fn prune(&mut self, keep: &Positions) {
-        let objects: Vec<String> = self
-            .0
-            .keys()
-            .filter(|l| l.ends_with('#') && !keep.0.contains_key(*l))
-            .cloned()
-            .collect();
-        let excess = objects.len().saturating_sub(MAX_OBJECT_LANES);
-        for lane in objects.into_iter().take(excess) {
-            self.0.remove(&lane);
-        }
-    }
-
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(&self.0).unwrap_or_else(|_| "{}".to_owned())
-    }
-
-    pub fn from_json(text: &str) -> Result<Self> {
-        serde_json::from_str(text)
-            .map(Positions)
-            .map_err(|e| anyhow!("the table's source positions are not valid: {e}"))
+    /// From the two properties; `moved` may be missing (an older version wrote the snapshot).
+    pub fn from_json(at: &str, moved: Option<&str>) -> Result<Self> {
+        let at = serde_json::from_str(at)
+            .map_err(|e| anyhow!("the table's source positions are not valid: {e}"))?;
+        let moved = match moved {
+            None => BTreeMap::new(),
+            Some(text) => serde_json::from_str(text).unwrap_or_default(),
+        };
+        Ok(Positions { at, moved })
     }
 }
 
-/// The positions the table holds for `property`: from the newest snapshot on the current
-/// branch that carries it (other writers' snapshots in between are passed over).
-pub fn in_table(metadata: &TableMetadata, property: &str) -> Result<Positions> {
-    let mut snapshot = metadata.current_snapshot();
-    while let Some(s) = snapshot {
-        if let Some(text) = s.summary().additional_properties.get(property) {
-            return Positions::from_json(text);
+/// The two snapshot properties of `writer`'s positions.
+pub fn properties(writer: &str) -> (String, String) {
+    (
+        format!("sluice.positions.{writer}"),
+        format!("sluice.moved.{writer}"),
+    )
+}
+
+/// The positions the table holds for `writer`: from the newest snapshot on the current branch
+/// that carries them (other writers' snapshots in between are passed over).
+pub fn in_table(metadata: &TableMetadataRef, writer: &str) -> Result<Positions> {
+    let (at, moved) = properties(writer);
+    let Some(current) = metadata.current_snapshot_id() else {
+        return Ok(Positions::default());
+    };
+    for snapshot in ancestors_of(metadata, current) {
+        let props = &snapshot.summary().additional_properties;
+        if let Some(text) = props.get(&at) {
+            return Positions::from_json(text, props.get(&moved).map(String::as_str));
         }
-        snapshot = s
-            .parent_snapshot_id()
-            .and_then(|id| metadata.snapshot_by_id(id));
     }
     Ok(Positions::default())
 }
 
 /// Whether the commit `id` is on the current branch, looking back as far as `since` (the
 /// snapshot it was based on).
-pub fn committed(metadata: &TableMetadata, id: &str, since: Option<i64>) -> bool {
-    let mut snapshot = metadata.current_snapshot();
-    while let Some(s) = snapshot {
-        if Some(s.snapshot_id()) == since {
-            return false;
-        }
-        if s.summary()
+pub fn committed(metadata: &TableMetadataRef, id: &str, since: Option<i64>) -> bool {
+    let Some(current) = metadata.current_snapshot_id() else {
+        return false;
+    };
+    ancestors_between(metadata, current, since).any(|s| {
+        s.summary()
             .additional_properties
             .get(COMMIT_ID)
-            .map(String::as_str)
-            == Some(id)
-        {
-            return true;
-        }
-        snapshot = s
-            .parent_snapshot_id()
-            .and_then(|id| metadata.snapshot_by_id(id));
-    }
-    false
+            .is_some_and(|c| c == id)
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::Origin;
 
     #[test]
     fn only_replayable_origins_have_lanes() {
-        let at = |sep| Record {
-            origin: Some(Origin::At("x/1".into(), sep, 7)),
+        let with = |origin| Record {
+            origin: Some(origin),
             ..Default::default()
         };
-        assert_eq!(lane_of(&at('@')), Some(("x/1@".to_owned(), 7)));
-        assert_eq!(lane_of(&at('#')), Some(("x/1#".to_owned(), 7)));
-        assert_eq!(lane_of(&at(':')), None);
+        assert_eq!(
+            lane_of(&with(Origin::At("x/1".into(), '@', 7))),
+            Some(("x/1@".to_owned(), 7))
+        );
+        assert_eq!(
+            lane_of(&with(Origin::At("in/a.parquet".into(), '#', 7))),
+            Some(("in/a.parquet#".to_owned(), 7))
+        );
+        // A generator's records look like object rows, but are never read again.
+        assert_eq!(
+            lane_of(&with(Origin::Once("mock.wasm@1-2".into(), '#', 7))),
+            None
+        );
+        assert_eq!(lane_of(&with(Origin::Once("stdin".into(), ':', 7))), None);
         assert_eq!(lane_of(&Record::new("v")), None);
     }
 
@@ -155,23 +206,39 @@ mod tests {
         assert_eq!(a.get("t/0@"), Some(10));
         assert_eq!(a.get("t/2@"), Some(1));
         assert!(a.covers("t/1@", 5) && !a.covers("t/1@", 6) && !a.covers("t/3@", 0));
-        assert_eq!(Positions::from_json(&a.to_json()).unwrap(), a);
-        assert!(Positions::from_json("[1]").is_err());
+        let (at, moved) = a.to_json();
+        assert_eq!(Positions::from_json(&at, Some(&moved)).unwrap(), a);
+        assert!(Positions::from_json("[1]", None).is_err());
+        // An older version's snapshot: positions only.
+        let old = Positions::from_json(r#"{"t/0@":3}"#, None).unwrap();
+        assert_eq!(old.get("t/0@"), Some(3));
     }
 
     #[test]
-    fn object_lanes_are_bounded_but_kafka_lanes_and_current_ones_stay() {
+    fn object_lanes_are_bounded_and_aged_out_but_kafka_lanes_and_current_ones_stay() {
+        let now = 1_000_000_000_000;
+        let day = 24 * 3600 * 1000;
         let mut p = Positions::default();
         for i in 0..MAX_OBJECT_LANES + 10 {
-            p.advance(&format!("in/{i:06}.parquet#"), 1);
+            // Named in the opposite order to their age: age decides, not the name.
+            p.advance_at(&format!("in/{i:06}.parquet#"), 1, now - i as u64);
         }
-        p.advance("t/0@", 9);
+        p.advance_at("in/stale.parquet#", 1, now - 8 * day);
+        p.advance_at("t/0@", 9, now - 30 * day);
         let mut keep = Positions::default();
-        keep.advance("in/000000.parquet#", 1);
-        p.prune(&keep);
-        assert_eq!(p.len(), MAX_OBJECT_LANES + 2);
+        let last = format!("in/{:06}.parquet#", MAX_OBJECT_LANES + 9);
+        keep.advance_at(&last, 1, now);
+        p.prune_at(&keep, now);
+        assert_eq!(
+            p.len(),
+            MAX_OBJECT_LANES + 2,
+            "the bound, the kept lane, Kafka's"
+        );
         assert_eq!(p.get("t/0@"), Some(9));
-        assert_eq!(p.get("in/000000.parquet#"), Some(1));
-        assert_eq!(p.get("in/000001.parquet#"), None);
+        assert_eq!(p.get(&last), Some(1), "this commit's lane stays");
+        assert_eq!(p.get("in/stale.parquet#"), None, "not moved for a week");
+        assert_eq!(p.get("in/000000.parquet#"), Some(1), "the newest stay");
+        let dropped = format!("in/{:06}.parquet#", MAX_OBJECT_LANES + 8);
+        assert_eq!(p.get(&dropped), None, "the oldest beyond the bound go");
     }
 }

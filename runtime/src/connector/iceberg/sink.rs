@@ -4,7 +4,7 @@
 //! summary carries the source positions they cover. A batch is durable, and its source
 //! positions acknowledged, only once that commit has landed.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -38,8 +38,8 @@ pub struct IcebergSink {
 pub(super) struct Shared {
     pub(super) uri: IcebergUri,
     pub(super) ident: TableIdent,
-    /// The snapshot property holding this writer's positions.
-    pub(super) property: String,
+    /// Whose positions these are in the table's snapshots (`PIPELINE` or `PIPELINE.OUTPUT`).
+    pub(super) writer: String,
     pub(super) catalog: Arc<TableCatalog>,
     partition: Vec<PartitionField>,
     /// Columns for a table this sink creates, from `schema=` examples.
@@ -49,6 +49,10 @@ pub(super) struct Shared {
     pub(super) committed: std::sync::Mutex<Positions>,
     pub(super) commit_now: Notify,
     pub(super) force: AtomicBool,
+    /// Bytes of records held for commits that have not landed (pending and committing), and
+    /// word when a commit releases some: writers wait beyond `max_pending`.
+    pub(super) held: AtomicUsize,
+    pub(super) released: Notify,
     pub(super) health: Arc<Health>,
     pub(super) metrics: Arc<EndpointMetrics>,
     pub(super) stopping: watch::Receiver<bool>,
@@ -60,6 +64,8 @@ pub(super) struct State {
     pub(super) table: Option<Table>,
     pub(super) encoder: Option<ColumnEncoder>,
     pub(super) pending: Pending,
+    /// When the table was last loaded again because records did not fit it.
+    misfits_reloaded: Option<Instant>,
 }
 
 impl IcebergSink {
@@ -100,7 +106,7 @@ impl IcebergSink {
         let shared = Arc::new(Shared {
             uri: uri.clone(),
             ident,
-            property: format!("sluice.positions.{writer}"),
+            writer: writer.to_owned(),
             catalog,
             partition,
             examples,
@@ -108,10 +114,13 @@ impl IcebergSink {
                 table: None,
                 encoder: None,
                 pending: Pending::default(),
+                misfits_reloaded: None,
             }),
             committed: Default::default(),
             commit_now: Notify::new(),
             force: AtomicBool::new(false),
+            held: AtomicUsize::new(0),
+            released: Notify::new(),
             health: ctx.health.clone(),
             metrics: ctx.endpoints.clone(),
             stopping: ctx.stopping(),
@@ -150,12 +159,8 @@ impl Shared {
             if let Some(examples) = &self.examples {
                 check_examples(&table, examples).map_err(|e| anyhow!("{display}: {e}"))?;
             }
-            let held = positions::in_table(table.metadata(), &self.property)?;
-            tracing::info!(table = %self.uri.display, lanes = held.len(), "table opened");
-            self.committed
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .merge(&held);
+            let held = self.take_positions(&table)?;
+            tracing::info!(table = %self.uri.display, lanes = held, "table opened");
             let mut state = self.state.lock().await;
             state.encoder = Some(ColumnEncoder::with_schema(table::arrow_schema(&table)?));
             state.table = Some(table);
@@ -184,6 +189,83 @@ impl Shared {
             tracing::info!(table = %self.uri.display, columns = %columns.join(", "), "table created");
         }
         Ok(table)
+    }
+
+    /// Merges the positions `table` holds for this writer into what is passed over; returns how
+    /// many lanes it holds.
+    fn take_positions(&self, table: &Table) -> Result<usize> {
+        let held = positions::in_table(&table.metadata_ref(), &self.writer)?;
+        self.committed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .merge(&held);
+        Ok(held.len())
+    }
+
+    /// The table as the catalog has it now (schema, and the storage settings it vends), within
+    /// [`RELOAD_TIMEOUT`].
+    pub(super) async fn load_fresh(&self) -> Result<Option<Table>> {
+        match tokio::time::timeout(RELOAD_TIMEOUT, self.catalog.load(&self.ident)).await {
+            Ok(loaded) => loaded,
+            Err(_) => Err(anyhow!("the catalog did not answer in {RELOAD_TIMEOUT:?}")),
+        }
+    }
+
+    /// Takes what changed in `fresh`: its storage settings (short-lived credentials a catalog
+    /// vends) and its schema (columns another writer added). Files being written keep the
+    /// schema they were started with.
+    pub(super) async fn adopt(&self, state: &mut State, fresh: Table) -> Result<()> {
+        let schema = |t: &Table| t.metadata().current_schema_id();
+        if state.table.as_ref().map(schema) != Some(schema(&fresh)) {
+            state.pending.close_writer().await;
+            state.encoder = Some(ColumnEncoder::with_schema(table::arrow_schema(&fresh)?));
+            tracing::info!(table = %self.uri.display, schema = schema(&fresh), "the table's schema changed: writing with it");
+        }
+        state.pending.use_storage_of(&fresh)?;
+        state.table = Some(fresh);
+        Ok(())
+    }
+
+    /// Loads the table again when records do not fit (at most once a second); whether its
+    /// schema changed, so they may fit now.
+    async fn reload_for_misfits(&self, state: &mut State) -> Result<bool> {
+        if state
+            .misfits_reloaded
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return Ok(false);
+        }
+        state.misfits_reloaded = Some(Instant::now());
+        let Some(fresh) = self
+            .load_fresh()
+            .await
+            .map_err(|e| anyhow!("{}: {e:#}", self.uri.display))?
+        else {
+            return Ok(false);
+        };
+        let before = state
+            .table
+            .as_ref()
+            .map(|t| t.metadata().current_schema_id());
+        let changed = before != Some(fresh.metadata().current_schema_id());
+        self.adopt(state, fresh).await?;
+        Ok(changed)
+    }
+
+    /// Waits while the records held for commits that have not landed pass `max_pending`, asking
+    /// for a commit at once: memory stays bounded through an outage, and the source slows down.
+    async fn wait_for_room(&self) {
+        loop {
+            let released = self.released.notified();
+            let held = self.held.load(Ordering::Acquire);
+            if held < self.uri.max_pending {
+                return;
+            }
+            tracing::debug!(table = %self.uri.display, held, "max_pending reached: waiting for a commit");
+            self.force.store(true, Ordering::Relaxed);
+            self.commit_now.notify_one();
+            released.await;
+        }
     }
 
     /// A `partition=` that differs from the existing table's spec is refused, not ignored.
@@ -221,24 +303,33 @@ impl Shared {
     /// and a receiver resolved when the commit holding the rest lands.
     async fn write(&self, records: &[Record], refusals: Refusals) -> Result<Written> {
         let values: Vec<&[u8]> = records.iter().map(|r| r.value.as_ref()).collect();
+        self.wait_for_room().await;
         let mut state = self.state.lock().await;
         if state.table.is_none() {
             let mut infer = ColumnEncoder::default();
             let (_, misfits) = infer.encode(&values);
             let Some(columns) = infer.schema().cloned() else {
-                return Ok(Written::done(rejections(misfits)));
+                return Ok(Written::done(rejections(misfits, &values, &[])));
             };
             let table = self.create(&columns).await?;
             self.check_partition(&table)?;
+            // Another process may have created it first, and committed since.
+            self.take_positions(&table)?;
             state.encoder = Some(ColumnEncoder::with_schema(table::arrow_schema(&table)?));
             state.table = Some(table);
         }
         let (mut batch, mut misfits) = encode(&mut state, &values)?;
-        if self.uri.evolve
-            && !misfits.is_empty()
-            && evolve::add_columns(self, &mut state, &values, &misfits).await?
-        {
+        // Another writer may have added the columns these records need: look once a second.
+        if !misfits.is_empty() && self.reload_for_misfits(&mut state).await? {
             (batch, misfits) = encode(&mut state, &values)?;
+        }
+        let mut unaddable = Vec::new();
+        if self.uri.evolve && !misfits.is_empty() {
+            let evolved = evolve::add_columns(self, &mut state, &values, &misfits).await?;
+            if evolved.added {
+                (batch, misfits) = encode(&mut state, &values)?;
+            }
+            unaddable = evolved.refused;
         }
         // Rows of the batch are the records that fit, in order.
         let mut upto = records.len();
@@ -249,7 +340,7 @@ impl Shared {
             batch = batch.map(|b| b.slice(0, upto));
             misfits.truncate(1);
         }
-        let rejected = rejections(misfits.clone());
+        let rejected = rejections(misfits.clone(), &values, &unaddable);
         let Some(batch) = batch else {
             return Ok(Written::done(rejected));
         };
@@ -286,9 +377,12 @@ impl Shared {
             return Ok(Written::done(rejected));
         }
         let rows = batch.num_rows();
+        let bytes = batch.get_array_memory_size();
         let State { table, pending, .. } = &mut *state;
         let table = table.as_ref().ok_or_else(|| anyhow!("no table"))?;
         pending.add(table, batch, self.uri.target_file_size).await;
+        pending.bytes += bytes;
+        self.held.fetch_add(bytes, Ordering::AcqRel);
         for (lane, n) in lanes {
             let span = pending.lanes.entry(lane).or_insert((n, n));
             span.0 = span.0.min(n);
@@ -327,12 +421,21 @@ fn encode(
     Ok(encoder.encode(values))
 }
 
-fn rejections(misfits: Vec<(usize, String)>) -> Vec<Rejected> {
+/// The records that do not fit, and why: a record with a field `evolve=true` cannot add as a
+/// column says which and what to do instead.
+fn rejections(
+    misfits: Vec<Misfit>,
+    values: &[&[u8]],
+    unaddable: &[evolve::Unaddable],
+) -> Vec<Rejected> {
     misfits
         .into_iter()
         .map(|(index, why)| Rejected {
             index,
-            message: format!("{why}: it does not fit the table (fix the record, or add evolve=true to add new fields as columns)"),
+            message: match evolve::unaddable_in(values[index], unaddable) {
+                Some(u) => u.reason.clone(),
+                None => format!("{why}: it does not fit the table (fix the record, or add evolve=true to add new fields as columns)"),
+            },
         })
         .collect()
 }
@@ -379,7 +482,7 @@ impl PositionKeeper for Shared {
             let why = match loaded {
                 // Created with the first batch: nothing committed yet.
                 Ok(None) => break Positions::default(),
-                Ok(Some(table)) => match positions::in_table(table.metadata(), &self.property) {
+                Ok(Some(table)) => match positions::in_table(&table.metadata_ref(), &self.writer) {
                     Ok(held) => break held,
                     Err(e) => e,
                 },

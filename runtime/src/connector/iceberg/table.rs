@@ -220,6 +220,19 @@ impl FileWriter {
     }
 }
 
+/// `table` (its metadata: schema, spec, location) writing through `fresh`'s storage.
+pub fn with_storage_of(table: &Table, fresh: &Table) -> Result<Table> {
+    let mut builder = Table::builder()
+        .identifier(table.identifier().clone())
+        .metadata(table.metadata_ref())
+        .file_io(fresh.file_io().clone())
+        .runtime(iceberg::Runtime::current());
+    if let Some(location) = table.metadata_location() {
+        builder = builder.metadata_location(location);
+    }
+    builder.build().map_err(|e| anyhow!(one_line(&e)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

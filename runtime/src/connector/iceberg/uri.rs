@@ -43,6 +43,9 @@ pub struct IcebergUri {
     pub commit_records: Option<usize>,
     /// Data files roll at this size.
     pub target_file_size: usize,
+    /// Bytes of records held for commits not landed yet (pending and committing) before
+    /// writers wait: the bound on memory during a catalog or store outage.
+    pub max_pending: usize,
     /// Partition fields for a table this sink creates: `day(timestamp)`, `country`, `bucket[16](id)`.
     pub partition: Vec<String>,
     /// Example records (JSON lines) to take a new table's columns from, instead of the first batch.
@@ -54,7 +57,7 @@ pub struct IcebergUri {
 const USAGE: &str = "use iceberg://HOST:PORT/NAMESPACE/TABLE?warehouse=NAME (a REST catalog) or \
                      iceberg+sqlite://PATH/catalog.db/NAMESPACE/TABLE?warehouse=DIR (embedded)";
 const KNOWN: &str = "warehouse, credential, token, tls, s3_endpoint, region, commit, \
-                     commit_records, target_file_size, partition, schema, evolve";
+                     commit_records, target_file_size, max_pending, partition, schema, evolve";
 
 impl IcebergUri {
     pub fn parse(uri: &str) -> Result<Self> {
@@ -145,6 +148,7 @@ impl IcebergUri {
             },
         };
         let target_file_size = query.size("target_file_size", 128 << 20)?;
+        let max_pending = query.size("max_pending", 256 << 20)?;
         let partition = match query.take("partition") {
             None => Vec::new(),
             Some(p) => split_partition(&p),
@@ -168,6 +172,7 @@ impl IcebergUri {
             commit_every,
             commit_records,
             target_file_size,
+            max_pending,
             partition,
             schema,
             evolve,

@@ -1,0 +1,79 @@
+//! The Python and JavaScript guest helpers (`plugins/sdk/python`, `plugins/sdk/js`), run natively
+//! by CPython and Node.js: a source that returns more than it was asked for is an error, as in
+//! the Rust SDK, never silently cut.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn sdk(lang: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/sdk")
+        .join(lang)
+}
+
+#[test]
+fn a_python_source_that_returns_too_many_fails() {
+    let script = r#"
+import sys, sluice
+World = sluice.source(lambda max, now: [sluice.Message(b"x")] * (max + 1))
+try:
+    World().next(2, 0)
+    print("no error")
+except sluice.Err as e:
+    print(e.value)
+print(len(sluice.source(lambda max, now: [sluice.Message(b"x")] * max)().next(2, 0)) > 0)
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .env("PYTHONPATH", sdk("python"))
+        .output()
+        .expect("python3 runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("source returned 3 messages but at most 2 were asked for"),
+        "{text}"
+    );
+    assert!(text.trim_end().ends_with("True"), "{text}");
+}
+
+#[test]
+fn a_javascript_source_that_returns_too_many_fails() {
+    // The host import the helper re-exports, stubbed: Node.js has no component around it.
+    let helper = sdk("js").join("sluice.js");
+    let script = format!(
+        r#"
+import {{ register }} from "node:module";
+const stub = "data:text/javascript," + encodeURIComponent("export function log() {{}}");
+const hooks = `export async function resolve(s, c, next) {{
+  return s.startsWith("sluice:plugin/") ? {{ url: "${{stub}}", shortCircuit: true }} : next(s, c);
+}}`;
+register("data:text/javascript," + encodeURIComponent(hooks));
+const {{ source }} = await import({helper:?});
+const world = source((max) => Array.from({{ length: max + 1 }}, () => ({{ value: new Uint8Array([120]) }})));
+try {{ world.next(2, 0n); console.log("no error"); }} catch (e) {{ console.log(String(e)); }}
+const fits = source((max) => Array.from({{ length: max }}, () => ({{ value: new Uint8Array([120]) }})));
+console.log(fits.next(2, 0n).length > 0);
+"#,
+        helper = helper.display().to_string()
+    );
+    let out = Command::new("node")
+        .args(["--input-type=module", "-e", &script])
+        .output()
+        .expect("node runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("source returned 3 messages but at most 2 were asked for"),
+        "{text}"
+    );
+    assert!(text.trim_end().ends_with("true"), "{text}");
+}
