@@ -4,11 +4,12 @@
 
 use std::any::{Any, TypeId};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::watch;
 
 use crate::health::Health;
+use crate::sync::Locked;
 
 /// One run's shared state. Cheap to clone: every clone is the same run.
 #[derive(Clone)]
@@ -47,7 +48,7 @@ impl Context {
     /// The run's one value of type `T` (made on first use): state an endpoint kind keeps per
     /// run, such as the registry of in-process topics.
     pub fn shared<T: Default + Send + Sync + 'static>(&self) -> Arc<T> {
-        let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut shared = self.shared.locked();
         let any = shared
             .entry(TypeId::of::<T>())
             .or_insert_with(|| Arc::new(T::default()))
@@ -80,13 +81,17 @@ pub struct TableCommits {
 impl EndpointMetrics {
     /// An object store request was retried after a temporary error.
     pub fn count_store_retry(&self, uri: &str) {
-        *lock(&self.store_retries).entry(uri.to_owned()).or_default() += 1;
+        *self
+            .store_retries
+            .locked()
+            .entry(uri.to_owned())
+            .or_default() += 1;
     }
 
     /// A partition's consumer lag from librdkafka's statistics (`None`: the broker's high
     /// watermark is unknown, so there is no lag to show).
     pub fn set_kafka_consumer_lag(&self, uri: &str, partition: i32, lag: Option<i64>) {
-        let mut lags = lock(&self.kafka_lag);
+        let mut lags = self.kafka_lag.locked();
         match lag {
             Some(lag) => lags.insert((uri.to_owned(), partition), lag),
             None => lags.remove(&(uri.to_owned(), partition)),
@@ -95,12 +100,12 @@ impl EndpointMetrics {
 
     /// Produce requests librdkafka retried so far.
     pub fn set_kafka_produce_retries(&self, uri: &str, retries: u64) {
-        lock(&self.kafka_retries).insert(uri.to_owned(), retries);
+        self.kafka_retries.locked().insert(uri.to_owned(), retries);
     }
 
     /// A table commit landed after `conflicts` retries.
     pub fn count_table_commit(&self, uri: &str, records: u64, conflicts: u64, seconds: f64) {
-        let mut all = lock(&self.table_commits);
+        let mut all = self.table_commits.locked();
         let t = all.entry(uri.to_owned()).or_default();
         t.commits += 1;
         t.conflicts += conflicts;
@@ -111,34 +116,32 @@ impl EndpointMetrics {
     /// An event-fed object source dealt with an event: `read`, `repeated`, `ignored`,
     /// `missing` or `malformed`.
     pub fn count_object_event(&self, uri: &str, outcome: &'static str) {
-        *lock(&self.object_events)
+        *self
+            .object_events
+            .locked()
             .entry((uri.to_owned(), outcome))
             .or_default() += 1;
     }
 
     pub fn object_events(&self) -> BTreeMap<(String, &'static str), u64> {
-        lock(&self.object_events).clone()
+        self.object_events.locked().clone()
     }
 
     pub fn table_commits(&self) -> BTreeMap<String, TableCommits> {
-        lock(&self.table_commits).clone()
+        self.table_commits.locked().clone()
     }
 
     pub fn store_retries(&self) -> BTreeMap<String, u64> {
-        lock(&self.store_retries).clone()
+        self.store_retries.locked().clone()
     }
 
     pub fn kafka_lag(&self) -> BTreeMap<(String, i32), i64> {
-        lock(&self.kafka_lag).clone()
+        self.kafka_lag.locked().clone()
     }
 
     pub fn kafka_retries(&self) -> BTreeMap<String, u64> {
-        lock(&self.kafka_retries).clone()
+        self.kafka_retries.locked().clone()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -5,9 +5,10 @@
 //! trouble for longer than [`RETRYING_AFTER`].
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::sync::Locked;
 use serde_json::{json, Value};
 
 /// How long an endpoint's trouble lasts before its pipelines count as retrying: a single retry
@@ -87,14 +88,10 @@ pub(crate) fn endpoint_name(uri: &str) -> String {
     uri.split('?').next().unwrap_or(uri).to_owned()
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl Health {
     /// Registers a pipeline (state `starting`) with the URIs of its endpoints.
     pub fn add_pipeline(&self, name: &str, endpoints: &[&str]) {
-        lock(&self.pipelines).insert(
+        self.pipelines.locked().insert(
             name.to_owned(),
             Pipeline {
                 state: Since::now(State::Starting),
@@ -104,7 +101,7 @@ impl Health {
     }
 
     pub fn set_state(&self, pipeline: &str, state: State) {
-        if let Some(p) = lock(&self.pipelines).get_mut(pipeline) {
+        if let Some(p) = self.pipelines.locked().get_mut(pipeline) {
             if p.state.value != state {
                 p.state = Since::now(state);
             }
@@ -114,7 +111,7 @@ impl Health {
     /// The endpoint at `uri` is in trouble for `cause` (kept from the first report on).
     pub fn trouble(&self, uri: &str, cause: Cause, reason: impl Into<String>) {
         let reason = reason.into();
-        let mut trouble = lock(&self.trouble);
+        let mut trouble = self.trouble.locked();
         match trouble.get_mut(&(endpoint_name(uri), cause)) {
             Some(t) => t.value = reason,
             None => {
@@ -125,7 +122,7 @@ impl Health {
 
     /// The endpoint at `uri` shows that `causes` are over.
     pub fn recovered(&self, uri: &str, causes: &[Cause]) {
-        let mut trouble = lock(&self.trouble);
+        let mut trouble = self.trouble.locked();
         // Cheap when there is nothing to clear: endpoints call this on every success.
         if trouble.is_empty() {
             return;
@@ -140,7 +137,7 @@ impl Health {
 
     /// The endpoint at `uri` is not ready (`Some(why)`) or is (`None`).
     pub fn waiting(&self, uri: &str, why: Option<&str>) {
-        let mut waiting = lock(&self.waiting);
+        let mut waiting = self.waiting.locked();
         match why {
             Some(why) => waiting.insert(endpoint_name(uri), why.to_owned()),
             None => waiting.remove(&endpoint_name(uri)),
@@ -149,8 +146,8 @@ impl Health {
 
     /// `/health`: whether every pipeline runs, and each pipeline's state.
     pub fn report(&self) -> (bool, Value) {
-        let pipelines = lock(&self.pipelines);
-        let trouble = lock(&self.trouble);
+        let pipelines = self.pipelines.locked();
+        let trouble = self.trouble.locked();
         let mut healthy = !pipelines.is_empty();
         let mut listed = Vec::new();
         for (name, p) in pipelines.iter() {
@@ -184,8 +181,8 @@ impl Health {
     /// `/ready`: every pipeline has loaded its plugins and opened its endpoints, and none waits
     /// on an endpoint (a consumer group it has not joined yet).
     pub fn readiness(&self) -> (bool, Value) {
-        let pipelines = lock(&self.pipelines);
-        let waiting = lock(&self.waiting);
+        let pipelines = self.pipelines.locked();
+        let waiting = self.waiting.locked();
         let mut ready = !pipelines.is_empty();
         let mut listed = Vec::new();
         for (name, p) in pipelines.iter() {
@@ -230,7 +227,7 @@ mod tests {
         );
         assert!(h.report().0);
         let key = ("s3://bucket/out".to_owned(), Cause::Unreachable);
-        lock(&h.trouble).get_mut(&key).unwrap().at -= RETRYING_AFTER;
+        h.trouble.locked().get_mut(&key).unwrap().at -= RETRYING_AFTER;
         let (ok, body) = h.report();
         assert!(!ok);
         let p = &body["pipelines"][0];

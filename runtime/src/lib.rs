@@ -15,6 +15,7 @@ pub mod plugin;
 pub mod record;
 mod run;
 pub mod scaffold;
+mod sync;
 
 pub use pipeline::Stats;
 pub use plugin::inspect::inspect;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::context::EndpointMetrics;
 use crate::plugin::PluginSlot;
+use crate::sync::Locked;
 
 /// Upper bounds of the batch latency histogram, in seconds.
 const LATENCY_BUCKETS: [f64; 12] = [
@@ -60,23 +61,19 @@ impl Metrics {
     }
 
     pub fn pipeline(&self, name: &str) -> Arc<PipelineMetrics> {
-        let mut p = self.pipelines.lock().unwrap_or_else(|e| e.into_inner());
+        let mut p = self.pipelines.locked();
         p.entry(name.to_owned()).or_default().clone()
     }
 
     pub fn add_slots(&self, slots: &[Arc<PluginSlot>]) {
-        let mut s = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = self.slots.locked();
         s.extend(slots.iter().cloned());
     }
 
     /// The Prometheus text format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let pipelines = self
-            .pipelines
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let pipelines = self.pipelines.locked().clone();
         type PipelineCounter = fn(&PipelineMetrics) -> u64;
         let counters: [(&str, &str, PipelineCounter); 3] = [
             (
@@ -132,7 +129,7 @@ impl Metrics {
             );
             let _ = writeln!(out, "{name}_count{{pipeline=\"{pipeline}\"}} {count}");
         }
-        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let slots = self.slots.locked().clone();
         let _ = writeln!(out, "# HELP sluice_plugin_records_total Records a plugin version processed.\n# TYPE sluice_plugin_records_total counter");
         let _ = writeln!(out, "# HELP sluice_plugin_failures_total Records a plugin version failed (errors and traps).\n# TYPE sluice_plugin_failures_total counter");
         let _ = writeln!(out, "# HELP sluice_plugin_live 1 for the live version of a plugin slot.\n# TYPE sluice_plugin_live gauge");

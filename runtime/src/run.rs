@@ -16,6 +16,7 @@ use crate::pipeline::dead_letters::DeadLetters;
 use crate::pipeline::generator::{self, PluginSource};
 use crate::pipeline::{Pipeline, Stats};
 use crate::plugin::{self, ArtifactCache, PluginEngine, PluginSlot, SourceInstance, World};
+use crate::sync::Locked;
 use crate::{admin, metrics};
 
 /// Loads the plugins, opens the endpoints of every pipeline (one from the command line, or all
@@ -329,9 +330,7 @@ fn reload_on_sighup(
                         for spec in &new {
                             for slot in slots.iter().filter(|s| s.pipeline == spec.name) {
                                 if let Some(path) = spec.plugins.get(slot.index) {
-                                    if let Ok(mut p) = slot.configured.lock() {
-                                        p.clone_from(path);
-                                    }
+                                    slot.configured.locked().clone_from(path);
                                     slot.set_settings(spec.plugin_settings(slot.index));
                                 }
                             }

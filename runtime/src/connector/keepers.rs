@@ -3,8 +3,9 @@
 //!
 //! [`Context`]: crate::context::Context
 
+use crate::sync::Locked;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 /// A sink whose commits carry the source positions they acknowledge.
 pub trait PositionKeeper: Send + Sync {
@@ -24,12 +25,12 @@ pub struct Keepers(Mutex<HashMap<String, Vec<Arc<dyn PositionKeeper>>>>);
 
 impl Keepers {
     pub fn add(&self, pipeline: &str, keeper: Arc<dyn PositionKeeper>) {
-        let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut all = self.0.locked();
         all.entry(pipeline.to_owned()).or_default().push(keeper);
     }
 
     pub fn of(&self, pipeline: &str) -> Vec<Arc<dyn PositionKeeper>> {
-        let all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let all = self.0.locked();
         all.get(pipeline).cloned().unwrap_or_default()
     }
 }

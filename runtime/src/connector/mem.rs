@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{BoxFuture, Refusals, Sink, Source, SourceBatch, Written};
 use crate::context::Context;
 use crate::record::Record;
+use crate::sync::Locked;
 
 /// Batches a topic holds before its writers wait.
 const CAPACITY: usize = 16;
@@ -38,10 +39,8 @@ struct Topic {
 pub struct Topics(Mutex<HashMap<String, Topic>>);
 
 impl Topics {
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, HashMap<String, Topic>>> {
-        self.0
-            .lock()
-            .map_err(|_| anyhow!("in-process topics lock poisoned"))
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Topic>> {
+        self.0.locked()
     }
 }
 
@@ -59,7 +58,7 @@ fn topic_name(uri: &str) -> Result<String> {
 
 fn with_topic<T>(ctx: &Context, name: &str, f: impl FnOnce(&mut Topic) -> T) -> Result<T> {
     let topics = ctx.shared::<Topics>();
-    let mut topics = topics.lock()?;
+    let mut topics = topics.lock();
     let topic = topics.entry(name.to_owned()).or_insert_with(|| {
         let (tx, rx) = mpsc::channel(CAPACITY);
         Topic {
@@ -75,7 +74,7 @@ fn with_topic<T>(ctx: &Context, name: &str, f: impl FnOnce(&mut Topic) -> T) -> 
 /// has both a writer and a reader, and lets a topic end when its last writer is done.
 pub fn seal(ctx: &Context) -> Result<()> {
     let topics = ctx.shared::<Topics>();
-    let mut topics = topics.lock()?;
+    let mut topics = topics.lock();
     for (name, topic) in topics.drain() {
         match (topic.writers, topic.readers) {
             (0, _) => bail!("mem://{name} is read but no pipeline writes to it: add a pipeline with sink mem://{name}, or fix the name"),
@@ -164,7 +163,7 @@ struct Parts {
 impl Parts {
     fn ack(&self) {
         if self.left.fetch_sub(1, Ordering::AcqRel) == 1 {
-            if let Some(done) = self.done.lock().ok().and_then(|mut d| d.take()) {
+            if let Some(done) = self.done.locked().take() {
                 let _ = done.send(());
             }
         }

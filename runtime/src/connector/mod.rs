@@ -76,6 +76,14 @@ pub struct Rejected {
     pub message: String,
 }
 
+/// An error's text on one line: libraries (iceberg, opendal) spread their context over several.
+pub fn one_line(e: &dyn std::fmt::Display) -> String {
+    e.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// What a sink does with a batch in which it refuses records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusals {

@@ -18,6 +18,7 @@ use std::time::Instant;
 use anyhow::{anyhow, Result};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::connector::{Sink, SinkClosed, Source, SourceBatch};
 use crate::failure::ErrorPolicy;
@@ -112,7 +113,10 @@ fn split_at_bytes(mut batch: SourceBatch, max_bytes: usize) -> Vec<SourceBatch> 
 }
 
 /// Logs the pipeline's counters and rate every `every` while they move, until dropped.
-fn log_progress(metrics: &Arc<PipelineMetrics>, every: std::time::Duration) -> AbortOnDrop {
+fn log_progress(
+    metrics: &Arc<PipelineMetrics>,
+    every: std::time::Duration,
+) -> AbortOnDropHandle<()> {
     let metrics = metrics.clone();
     let task = async move {
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -138,19 +142,10 @@ fn log_progress(metrics: &Arc<PipelineMetrics>, every: std::time::Duration) -> A
             }
         }
     };
-    AbortOnDrop(tokio::spawn(tracing::Instrument::instrument(
+    AbortOnDropHandle::new(tokio::spawn(tracing::Instrument::instrument(
         task,
         tracing::Span::current(),
     )))
-}
-
-/// Stops a background task when the owner goes, however it returns.
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// The first error of a pipeline's end; later ones are logged, never lost.

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{anyhow, Result};
 
 use super::{Limits, Plugin, PluginEngine, TransformInstance, World};
+use crate::sync::Locked;
 
 /// Previous versions kept loadable for rollback.
 pub(super) const HISTORY: usize = 4;
@@ -154,11 +155,11 @@ impl PluginSlot {
 
     fn state(&self) -> MutexGuard<'_, SlotState> {
         // A panic while holding the lock leaves consistent data (plain assignments).
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.locked()
     }
 
     fn counters(&self) -> MutexGuard<'_, SlotCounters> {
-        self.counters.lock().unwrap_or_else(|e| e.into_inner())
+        self.counters.locked()
     }
 
     /// Bumped by every swap and rollback; workers compare it at batch boundaries.
@@ -174,7 +175,7 @@ impl PluginSlot {
     /// running version stays and the error is returned (and counted).
     pub async fn swap(&self, path: &Path, origin: &'static str) -> Result<Arc<Version>> {
         let _one_at_a_time = self.swapping.lock().await;
-        let settings = self.settings.lock().map(|s| s.clone()).unwrap_or_default();
+        let settings = self.settings.locked().clone();
         let (engine, limits, path_owned) = (self.engine.clone(), self.limits, path.to_owned());
         // Compile, check and init off the hot path (and off the async threads).
         let loaded = tokio::task::spawn_blocking(move || -> Result<Arc<Plugin>> {
@@ -279,9 +280,7 @@ impl PluginSlot {
     }
 
     pub fn set_settings(&self, settings: Vec<(String, String)>) {
-        if let Ok(mut s) = self.settings.lock() {
-            *s = settings;
-        }
+        *self.settings.locked() = settings;
     }
 
     pub fn view(&self) -> SlotView {
@@ -361,10 +360,7 @@ impl Stage {
 
 impl PluginSlot {
     pub fn configured_path(&self) -> PathBuf {
-        self.configured
-            .lock()
-            .map(|p| p.clone())
-            .unwrap_or_default()
+        self.configured.locked().clone()
     }
 
     /// Whether `name` names this slot: its position, or its file name with or without `.wasm`.

@@ -6,8 +6,9 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::{anyhow, Context as _, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 use async_trait::async_trait;
 use iceberg::io::{StorageConfig, StorageFactory};
 use iceberg::table::Table;
@@ -19,6 +20,7 @@ use iceberg_catalog_sql::{SqlBindStyle, SqlCatalogBuilder};
 use iceberg_storage_opendal::OpenDalResolvingStorageFactory;
 
 use super::uri::{Catalog, IcebergUri};
+use crate::connector::{backoff, one_line};
 
 /// The catalog name the embedded catalog's rows carry; pyiceberg opens it as
 /// `SqlCatalog("sluice", uri="sqlite:///PATH", warehouse="file://DIR")`.
@@ -204,17 +206,7 @@ impl TableCatalog {
             return Ok((t, false));
         }
         let ns = ident.namespace();
-        match self.inner.create_namespace(ns, HashMap::new()).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::NamespaceAlreadyExists => {}
-            Err(e) => {
-                return Err(anyhow!(
-                    "cannot create the namespace `{}`: {}",
-                    ns.join("."),
-                    one_line(&e)
-                ))
-            }
-        }
+        self.create_namespace_once(ns).await?;
         match self.inner.create_table(ns, creation()?).await {
             Ok(t) => Ok((t, true)),
             // Another process created it first.
@@ -226,6 +218,35 @@ impl TableCatalog {
                 false,
             )),
             Err(e) => Err(anyhow!("cannot create the table: {}", one_line(&e))),
+        }
+    }
+}
+
+impl TableCatalog {
+    /// Creates the namespace unless it exists. A catalog may fail a creation that races
+    /// another process's (SeaweedFS answers 500): if the namespace is there then, that is
+    /// success; otherwise it is tried again a few times.
+    async fn create_namespace_once(&self, ns: &NamespaceIdent) -> Result<()> {
+        let mut delays = backoff::delays(Duration::from_millis(100), Duration::from_secs(2));
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let e = match self.inner.create_namespace(ns, HashMap::new()).await {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::NamespaceAlreadyExists => return Ok(()),
+                Err(e) => e,
+            };
+            tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(2))).await;
+            if self.inner.namespace_exists(ns).await.unwrap_or(false) {
+                return Ok(());
+            }
+            if attempt == 4 {
+                bail!(
+                    "cannot create the namespace `{}`: {}",
+                    ns.join("."),
+                    one_line(&e)
+                );
+            }
         }
     }
 }
@@ -253,12 +274,6 @@ fn explain(e: &iceberg::Error) -> String {
         return text;
     };
     format!("{hint} ({text})")
-}
-
-/// iceberg's errors carry their context on several lines; messages here are one line.
-pub fn one_line(e: &iceberg::Error) -> String {
-    let text = e.to_string();
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Whether a commit failed because another writer committed first.

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use iceberg::spec::DataFile;
@@ -14,12 +14,14 @@ use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::Catalog as _;
 use tokio::sync::mpsc;
 
-use super::catalog::{self, one_line};
+use super::catalog;
 use super::pending::Pending;
 use super::positions::{self, Positions, COMMIT_ID};
 use super::sink::Shared;
 use crate::connector::backoff;
+use crate::connector::one_line;
 use crate::health::Cause;
+use crate::sync::Locked;
 
 /// How a commit attempt ended.
 enum Attempt {
@@ -107,10 +109,7 @@ impl Shared {
                 Attempt::Landed(table) => {
                     let held = positions::in_table(&table.metadata_ref(), &self.writer)
                         .map_err(|e| format!("{display}: {e}"))?;
-                    self.committed
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .merge(&held);
+                    self.committed.locked().merge(&held);
                     self.health.recovered(display, &[Cause::Unreachable]);
                     self.metrics.count_table_commit(
                         display,

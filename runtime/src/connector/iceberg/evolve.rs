@@ -11,9 +11,10 @@ use iceberg::arrow::arrow_type_to_type;
 use iceberg::spec::Type;
 use iceberg::transaction::{AddColumn, ApplyTransactionAction, Transaction};
 
-use super::catalog::{is_conflict, one_line};
+use super::catalog::is_conflict;
 use super::sink::{Shared, State};
 use crate::connector::backoff;
+use crate::connector::one_line;
 
 /// What [`add_columns`] did.
 #[derive(Default)]

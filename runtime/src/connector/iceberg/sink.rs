@@ -5,7 +5,7 @@
 //! positions acknowledged, only once that commit has landed.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context as _, Result};
@@ -14,7 +14,7 @@ use iceberg::table::Table;
 use iceberg::{NamespaceIdent, TableIdent};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
-use super::catalog::{self, one_line, TableCatalog};
+use super::catalog::{self, TableCatalog};
 use super::commit;
 use super::evolve;
 use super::pending::Pending;
@@ -23,11 +23,13 @@ use super::table::{self, PartitionField};
 use super::uri::IcebergUri;
 use crate::connector::backoff;
 use crate::connector::keepers::{Keepers, PositionKeeper};
+use crate::connector::one_line;
 use crate::connector::{before_input_of, BoxFuture, Refusals, Rejected, Sink, Written};
 use crate::context::{Context, EndpointMetrics};
 use crate::format::parquet::{ColumnEncoder, Misfit};
 use crate::health::Health;
 use crate::record::Record;
+use crate::sync::Locked;
 
 pub struct IcebergSink {
     shared: Arc<Shared>,
@@ -195,10 +197,7 @@ impl Shared {
     /// many lanes it holds.
     fn take_positions(&self, table: &Table) -> Result<usize> {
         let held = positions::in_table(&table.metadata_ref(), &self.writer)?;
-        self.committed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .merge(&held);
+        self.committed.locked().merge(&held);
         Ok(held.len())
     }
 
@@ -350,10 +349,7 @@ impl Shared {
         let mut keep = Vec::with_capacity(batch.num_rows());
         let mut lanes = Vec::new();
         {
-            let committed = self
-                .committed
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let committed = self.committed.locked();
             let pending = &state.pending.lanes;
             for i in fitting {
                 let lane = lane_of(&records[i]);
@@ -499,10 +495,7 @@ impl PositionKeeper for Shared {
             tracing::warn!(table = %self.uri.display, "loading the table's positions failed: {why:#} (retrying in {delay:?})");
             std::thread::sleep(delay);
         };
-        self.committed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .merge(&held);
+        self.committed.locked().merge(&held);
         Ok(())
     }
 

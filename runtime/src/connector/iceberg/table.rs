@@ -26,7 +26,7 @@ use iceberg::TableCreation;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
-use super::catalog::one_line;
+use crate::connector::one_line;
 
 /// One field of `partition=`: a transform of a top-level column.
 #[derive(Debug, Clone, PartialEq, Eq)]

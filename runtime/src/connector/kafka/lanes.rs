@@ -9,6 +9,7 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::connector::keepers::PositionKeeper;
+use crate::sync::Locked;
 
 /// How long a revoke waits for the revoked partitions' batches in flight to be committed.
 const REVOKE_WAIT: Duration = Duration::from_secs(30);
@@ -44,7 +45,7 @@ impl Lanes {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LaneState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.state.locked()
     }
 
     /// The partition's current epoch, for a batch being read now.

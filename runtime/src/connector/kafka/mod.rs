@@ -26,6 +26,7 @@ use crate::health::{Cause, Health};
 use lanes::Lanes;
 use queue::SplitQueues;
 
+use crate::sync::Locked;
 pub use sink::KafkaSink;
 pub use source::KafkaSource;
 pub use uri::{KafkaUri, CONSUMER_DEFAULTS, PRODUCER_DEFAULTS};
@@ -55,7 +56,7 @@ impl KafkaContext {
 
     /// Hooks the queues of `partitions` to the fetch queue (`forward`) or unhooks them.
     fn forward(&self, partitions: &rdkafka::TopicPartitionList, forward: bool) {
-        let split = self.split.lock().unwrap_or_else(|p| p.into_inner());
+        let split = self.split.locked();
         if let Some(split) = split.as_ref() {
             split.forward(partitions, forward);
         }
@@ -63,7 +64,7 @@ impl KafkaContext {
 
     /// Makes a poll thread waiting on the fetch queue return at once (it checks its stop flag).
     fn wake_poller(&self) {
-        let split = self.split.lock().unwrap_or_else(|p| p.into_inner());
+        let split = self.split.locked();
         if let Some(split) = split.as_ref() {
             split.wake();
         }

@@ -20,6 +20,7 @@ use rdkafka::message::BorrowedMessage;
 
 use super::GroupConsumer;
 use crate::record::{Origin, Record};
+use crate::sync::Locked;
 
 /// The handles of a source's partition queues (indexed by partition) and of the queue they
 /// forward to while assigned.
@@ -100,11 +101,7 @@ impl FetchQueue {
             split
         };
         let queue = split.queue;
-        *consumer
-            .context()
-            .split
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(split);
+        *consumer.context().split.locked() = Some(split);
         Ok(FetchQueue {
             queue,
             consumer: consumer.clone(),
@@ -135,13 +132,7 @@ impl FetchQueue {
 
 impl Drop for FetchQueue {
     fn drop(&mut self) {
-        let split = self
-            .consumer
-            .context()
-            .split
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let split = self.consumer.context().split.locked().take();
         // SAFETY: handles from `split`, no longer reachable from the context, destroyed once.
         if let Some(split) = split {
             unsafe {

@@ -16,6 +16,7 @@ use crate::connector::{BoxFuture, Refusals, Rejected, Sink, Written};
 use crate::context::Context;
 use crate::health::Cause;
 use crate::record::Record;
+use crate::sync::Locked;
 
 /// How long a batch's deliveries may wait before the broker counts as in trouble (health).
 const DELIVERY_STALLED: Duration = Duration::from_secs(1);
@@ -40,10 +41,7 @@ pub struct BatchDelivery {
 impl BatchDelivery {
     fn settle(&self, failure: Option<String>) {
         if let Some(f) = failure {
-            let mut first = self
-                .failure
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut first = self.failure.locked();
             first.get_or_insert(f);
         }
         if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
@@ -181,11 +179,7 @@ impl KafkaSink {
                 .context()
                 .health
                 .recovered(&uri, &[Cause::Unreachable, Cause::Unacknowledged]);
-            let failure = batch
-                .failure
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .take();
+            let failure = batch.failure.locked().take();
             match failure {
                 Some(e) => bail!("delivery to {uri} failed: {e}"),
                 None => Ok(()),

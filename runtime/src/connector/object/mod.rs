@@ -48,7 +48,7 @@ impl Format {
 }
 
 /// The gist of an opendal error: the server's code and message, or the innermost cause.
-pub(super) fn one_line(e: &opendal::Error) -> String {
+pub(super) fn gist(e: &opendal::Error) -> String {
     let text = e.to_string();
     let field = |name: &str| {
         let start = text.find(&format!("{name}: \""))? + name.len() + 3;
@@ -59,9 +59,5 @@ pub(super) fn one_line(e: &opendal::Error) -> String {
         return format!("{code}: {message}");
     }
     let cause = text.rsplit("source: ").next().unwrap_or(&text);
-    format!(
-        "{}: {}",
-        e.kind(),
-        cause.split_whitespace().collect::<Vec<_>>().join(" ")
-    )
+    format!("{}: {}", e.kind(), crate::connector::one_line(&cause))
 }

@@ -10,7 +10,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use opendal::{ErrorKind, Operator};
 use serde::{Deserialize, Serialize};
 
-use super::one_line;
+use super::gist;
+use crate::sync::Locked;
 
 /// Which objects are done, and how many rows of half-done ones are acknowledged.
 #[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq)]
@@ -32,7 +33,7 @@ impl ProgressStore {
             ProgressStore::Object { op, key } => match op.read(key).await {
                 Ok(b) => b.to_vec(),
                 Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Progress::default()),
-                Err(e) => return Err(anyhow!("cannot read progress {key}: {}", one_line(&e))),
+                Err(e) => return Err(anyhow!("cannot read progress {key}: {}", gist(&e))),
             },
             ProgressStore::File(path) => match std::fs::read(path) {
                 Ok(b) => b,
@@ -57,11 +58,23 @@ impl ProgressStore {
                 .write(key, body)
                 .await
                 .map(drop)
-                .map_err(|e| anyhow!("cannot save progress {key}: {}", one_line(&e))),
+                .map_err(|e| anyhow!("cannot save progress {key}: {}", gist(&e))),
             ProgressStore::File(path) => {
-                let tmp = path.with_extension("tmp");
-                std::fs::write(&tmp, body)
-                    .and_then(|_| std::fs::rename(&tmp, path))
+                // Whole and on disk before it replaces the last one: a crash or a full disk
+                // leaves the previous progress, never half a file.
+                let write = || -> std::io::Result<()> {
+                    use std::io::Write;
+                    let dir = path
+                        .parent()
+                        .filter(|d| !d.as_os_str().is_empty())
+                        .unwrap_or(std::path::Path::new("."));
+                    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+                    tmp.write_all(&body)?;
+                    tmp.as_file().sync_all()?;
+                    tmp.persist(path).map_err(|e| e.error)?;
+                    Ok(())
+                };
+                tokio::task::block_in_place(write)
                     .with_context(|| format!("cannot save the state file {}", path.display()))
             }
         }
@@ -85,9 +98,7 @@ pub(super) struct Tracker {
 
 impl Tracker {
     pub(super) fn acked(&self, key: &str, rows_done: u64, finished: bool) {
-        let Ok(mut p) = self.progress.lock() else {
-            return;
-        };
+        let mut p = self.progress.locked();
         if finished {
             p.partial.remove(key);
             p.done.insert(key.to_owned());
@@ -101,11 +112,7 @@ impl Tracker {
         if !self.dirty.swap(false, std::sync::atomic::Ordering::AcqRel) {
             return Ok(());
         }
-        let snapshot = self
-            .progress
-            .lock()
-            .map_err(|_| anyhow!("progress lock poisoned"))?
-            .clone();
+        let snapshot = self.progress.locked().clone();
         let saved = self.store.save(&snapshot).await;
         if saved.is_err() {
             self.dirty.store(true, std::sync::atomic::Ordering::Release);

@@ -15,6 +15,7 @@ use crate::context::Context;
 use crate::format::{jsonl, parquet as pq};
 use crate::health::{Cause, Health};
 use crate::record::Record;
+use crate::sync::Locked;
 
 /// The object name for records starting at `position`: key-safe characters only, and digit runs
 /// padded so names sort like positions.
@@ -175,8 +176,7 @@ async fn upload(shared: Arc<SinkShared>, p: Pending) {
             Format::Parquet => {
                 let schema = shared
                     .columns
-                    .lock()
-                    .map_err(|_| "column encoder poisoned".to_owned())?
+                    .locked()
                     .schema()
                     .cloned()
                     .ok_or("no columns")?;
@@ -258,12 +258,7 @@ impl Sink for ObjectSink {
                 }
                 Format::Parquet => {
                     let values: Vec<&[u8]> = records.iter().map(|r| &r.value[..]).collect();
-                    let (mut batch, mut misfits) = self
-                        .shared
-                        .columns
-                        .lock()
-                        .map_err(|_| anyhow!("column encoder poisoned"))?
-                        .encode(&values);
+                    let (mut batch, mut misfits) = self.shared.columns.locked().encode(&values);
                     if let (true, Some(&(first, _))) = (stop, misfits.first()) {
                         // Rows are the records that fit, in order: the first `cut` of them.
                         let cut = before_input_of(records, first);

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context as _, Result};
+use anyhow::{Context as _, Result};
 use bytes::Bytes;
 use opendal::Operator;
 
@@ -21,6 +21,7 @@ use crate::connector::{BoxFuture, Source, SourceBatch};
 use crate::context::Context;
 use crate::health::{Cause, Health};
 use crate::record::{Origin, Record};
+use crate::sync::Locked;
 
 /// An object being read, and its lane.
 struct Current {
@@ -111,12 +112,7 @@ impl ObjectSource {
             .map_err(|e| self.uri.explain(e, "list"))?;
         self.health
             .recovered(&self.uri.display, &[Cause::Unreachable]);
-        let done = &self
-            .tracker
-            .progress
-            .lock()
-            .map_err(|_| anyhow!("poisoned"))?
-            .done;
+        let done = &self.tracker.progress.locked().done;
         let mut new: Vec<Listed> = entries
             .into_iter()
             .filter(|e| e.metadata().mode().is_file())
@@ -191,8 +187,7 @@ impl ObjectSource {
         let skip = self
             .tracker
             .progress
-            .lock()
-            .map_err(|_| anyhow!("poisoned"))?
+            .locked()
             .partial
             .get(&key)
             .copied()

@@ -3,9 +3,10 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use crate::connector::Ack;
+use crate::sync::Locked;
 
 /// One event's objects still to be made durable, and the event's ack.
 pub(super) struct Ticket {
@@ -60,7 +61,7 @@ impl Tickets {
                 .is_some_and(|t| t.left.load(Ordering::Acquire) == 0)
             {
                 if let Some(t) = queue.pop_front() {
-                    acks.extend(t.ack.lock().unwrap_or_else(PoisonError::into_inner).take());
+                    acks.extend(t.ack.locked().take());
                 }
             }
         }
@@ -70,9 +71,7 @@ impl Tickets {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, VecDeque<Arc<Ticket>>>> {
-        self.partitions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.partitions.locked()
     }
 }
 

@@ -9,7 +9,7 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use opendal::layers::{RetryEvent, RetryInterceptor, RetryLayer};
 use opendal::{ErrorKind, Operator};
 
-use super::{one_line, Format};
+use super::{gist, Format};
 use crate::connector::uri::Query;
 use crate::context::{Context, EndpointMetrics};
 use crate::health::{Cause, Health};
@@ -296,7 +296,7 @@ impl ObjectUri {
         } else {
             "failed"
         };
-        anyhow!("{}: {doing}: {hint} ({})", self.display, one_line(&e))
+        anyhow!("{}: {doing}: {hint} ({})", self.display, gist(&e))
     }
 }
 
@@ -309,7 +309,7 @@ struct LogRetry {
 
 impl RetryInterceptor for LogRetry {
     fn intercept(&self, event: RetryEvent<'_>) {
-        let err = one_line(event.err);
+        let err = gist(event.err);
         self.metrics.count_store_retry(&self.uri);
         tracing::warn!(uri = %self.uri, attempt = event.attempt, "object store: {err}; retrying in {:.1}s", event.retry_after.as_secs_f64());
         self.health.trouble(&self.uri, Cause::Unreachable, err);
