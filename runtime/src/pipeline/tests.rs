@@ -52,6 +52,24 @@ fn small_batches_are_left_whole() {
     assert_eq!(pieces[0].records.len(), 100);
 }
 
+/// A pipeline with no plugins from `source` into `sink`, over two workers, under `fail`.
+fn plain(source: Box<dyn Source>, sink: Box<dyn Sink>) -> Pipeline {
+    Pipeline {
+        source,
+        plugins: Vec::new(),
+        sink,
+        outputs: Vec::new(),
+        policy: ErrorPolicy::Fail,
+        batch_size: 1024,
+        rate: 0.0,
+        count: None,
+        workers: 2,
+        metrics: Arc::default(),
+        dead_letters: None,
+        progress_every: None,
+    }
+}
+
 /// A sink whose writes become durable only when `gate` opens.
 #[derive(Clone)]
 struct GatedSink {
@@ -112,23 +130,13 @@ async fn batches_are_acknowledged_only_once_their_outputs_are_durable() {
         .collect();
     let (open, gate) = watch::channel(false);
     let written = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let pipeline = Pipeline {
-        source: Box::new(Batches(batches)),
-        plugins: Vec::new(),
-        sink: Box::new(GatedSink {
+    let pipeline = plain(
+        Box::new(Batches(batches)),
+        Box::new(GatedSink {
             gate,
             written: written.clone(),
         }),
-        outputs: Vec::new(),
-        policy: ErrorPolicy::Fail,
-        batch_size: 1024,
-        rate: 0.0,
-        count: None,
-        workers: 2,
-        metrics: Arc::default(),
-        dead_letters: None,
-        progress_every: None,
-    };
+    );
     let (_never, stop) = watch::channel(false);
     let running = tokio::spawn(pipeline.run(stop));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -185,26 +193,16 @@ async fn a_failing_source_still_drains_what_it_read_and_finishes() {
         ..Default::default()
     };
     let (_open, gate) = watch::channel(true);
-    let pipeline = Pipeline {
-        source: Box::new(FailsAfter {
+    let pipeline = plain(
+        Box::new(FailsAfter {
             batches: [batch].into(),
             finished: finished.clone(),
         }),
-        plugins: Vec::new(),
-        sink: Box::new(GatedSink {
+        Box::new(GatedSink {
             gate,
             written: Arc::default(),
         }),
-        outputs: Vec::new(),
-        policy: ErrorPolicy::Fail,
-        batch_size: 1024,
-        rate: 0.0,
-        count: None,
-        workers: 2,
-        metrics: Arc::default(),
-        dead_letters: None,
-        progress_every: None,
-    };
+    );
     let (_never, stop) = watch::channel(false);
     let err = pipeline.run(stop).await.unwrap_err();
     assert_eq!(err.to_string(), "the source broke");
