@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PLUGINS=(-p mock -p enrich -p identity -p testkit -p producer)
+PLUGINS=(-p mock -p enrich -p identity -p testkit -p producer -p rollup -p dedup -p statekit)
 # enrich-next uses enrich as a library without its export (default features off). Built on its
 # own, first: built together, cargo would unify enrich's features (and export it twice), and a
 # later build of enrich alone rewrites enrich.wasm with its export.
@@ -29,8 +29,9 @@ cargo build --release --target wasm32-wasip2 "${PLUGINS[@]}"
 cargo component build --release "${LIBRARY_USERS[@]}"
 cargo component build --release "${PLUGINS[@]}"
 
-# The enrich rule in Python (componentize-py) and JavaScript (componentize-js), rebuilt only
-# when a source, the helper or the WIT changed -> target/guest/enrich-{py,js}.wasm
+# The enrich rule in Python (componentize-py) and JavaScript (componentize-js), and the rollup in
+# Python, rebuilt only when a source, the helper or the WIT changed
+# -> target/guest/enrich-{py,js}.wasm, target/guest/rollup-py.wasm
 out=${CARGO_TARGET_DIR:-target}/guest
 mkdir -p "$out"
 stale() { [ ! -f "$1" ] || [ -n "$(find "${@:2}" -newer "$1" -type f 2>/dev/null | head -1)" ]; }
@@ -39,4 +40,7 @@ if stale "$out/enrich-py.wasm" plugins/enrich-py plugins/sdk/python wit scripts/
 fi
 if stale "$out/enrich-js.wasm" plugins/enrich-js plugins/sdk/js wit scripts/plugin-tools.sh; then
   bash scripts/plugin-tools.sh js plugins/enrich-js/enrich.js transform "$out/enrich-js.wasm"
+fi
+if stale "$out/rollup-py.wasm" plugins/rollup-py plugins/sdk/python wit scripts/plugin-tools.sh; then
+  bash scripts/plugin-tools.sh python plugins/rollup-py stateful "$out/rollup-py.wasm"
 fi

@@ -59,6 +59,7 @@ case "${1:-}" in
     trap 'rm -rf "$stage"' EXIT
     cp "$dir"/*.js "$stage"/
     [ -f "$stage/sluice.js" ] || cp "$ROOT/plugins/sdk/js/sluice.js" "$stage/"
+    [ -f "$stage/stateful.js" ] || cp "$ROOT/plugins/sdk/js/stateful.js" "$stage/"
     if [ -d "$dir/wit" ]; then cp -r "$dir/wit" "$stage/wit"; else cp -r "$ROOT/wit" "$stage/wit"; fi
     (cd "$stage" && node "$JS/build.mjs" "$(basename "$2")" wit "$3" "$out")
     ;;

@@ -18,7 +18,7 @@ fn enrich(c: &mut Criterion) {
     let mut instance = transform("enrich");
     group.bench_function(format!("wasm/batch{BATCH}"), |b| {
         b.iter(|| {
-            let out = instance.process(&records).expect("sessions enrich");
+            let out = instance.process(&records, None).expect("sessions enrich");
             assert_eq!(out.outputs.len(), BATCH);
             out
         })
@@ -27,7 +27,7 @@ fn enrich(c: &mut Criterion) {
     // The boundary alone for these records: the identity plugin on the same batch.
     let mut identity = transform("identity");
     group.bench_function(format!("wasm-identity/batch{BATCH}"), |b| {
-        b.iter(|| identity.process(&records).expect("identity"))
+        b.iter(|| identity.process(&records, None).expect("identity"))
     });
 
     // The same rule in Python (componentize-py) and JavaScript (componentize-js).
@@ -35,7 +35,7 @@ fn enrich(c: &mut Criterion) {
         let mut guest = transform_at(&target_dir().join(format!("guest/enrich-{lang}.wasm")));
         group.bench_function(format!("wasm-{lang}/batch{BATCH}"), |b| {
             b.iter(|| {
-                let out = guest.process(&records).expect("sessions enrich");
+                let out = guest.process(&records, None).expect("sessions enrich");
                 assert_eq!(out.outputs.len(), BATCH);
                 out
             })

@@ -25,7 +25,7 @@ fn limits(c: &mut Criterion) {
         let mut instance = transform_metered(&enrich, fuel, deadlines, limits);
         group.bench_function(format!("enrich/{name}/batch{BATCH}"), |b| {
             b.iter(|| {
-                let out = instance.process(&records).expect("sessions enrich");
+                let out = instance.process(&records, None).expect("sessions enrich");
                 assert_eq!(out.outputs.len(), BATCH);
                 out
             })

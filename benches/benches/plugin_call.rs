@@ -13,7 +13,9 @@ fn identity(c: &mut Criterion) {
         group.throughput(Throughput::Elements(batch as u64));
         group.bench_function(format!("identity/batch{batch}/200B"), |b| {
             b.iter(|| {
-                let out = instance.process(&records).expect("identity never fails");
+                let out = instance
+                    .process(&records, None)
+                    .expect("identity never fails");
                 assert_eq!(out.outputs.len(), batch);
                 out
             })

@@ -15,6 +15,7 @@ pub mod plugin;
 pub mod record;
 mod run;
 pub mod scaffold;
+pub mod state;
 mod sync;
 
 pub use pipeline::Stats;

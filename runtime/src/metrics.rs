@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,9 +26,37 @@ pub struct PipelineMetrics {
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
+    /// Stateful pipelines: state held (bytes, keys) and timers pending, over every worker.
+    state_bytes: AtomicI64,
+    state_keys: AtomicI64,
+    timers_pending: AtomicI64,
+    /// Checkpoints stored, their time (from barrier to stored) and bytes.
+    checkpoints: AtomicU64,
+    checkpoint_us: AtomicU64,
+    checkpoint_last_us: AtomicU64,
+    checkpoint_bytes: AtomicU64,
 }
 
 impl PipelineMetrics {
+    /// A worker's state changed from `before` to `now` (bytes, keys, timers pending).
+    pub fn add_state(&self, before: (usize, usize, usize), now: (usize, usize, usize)) {
+        let delta = |a: usize, b: usize| b as i64 - a as i64;
+        self.state_bytes.fetch_add(delta(before.0, now.0), Relaxed);
+        self.state_keys.fetch_add(delta(before.1, now.1), Relaxed);
+        self.timers_pending
+            .fetch_add(delta(before.2, now.2), Relaxed);
+    }
+
+    /// A checkpoint was stored, `took` after its barrier, with `bytes` of state.
+    pub fn observe_checkpoint(&self, took: Duration, bytes: usize) {
+        self.checkpoints.fetch_add(1, Relaxed);
+        self.checkpoint_us
+            .fetch_add(took.as_micros() as u64, Relaxed);
+        self.checkpoint_last_us
+            .store(took.as_micros() as u64, Relaxed);
+        self.checkpoint_bytes.fetch_add(bytes as u64, Relaxed);
+    }
+
     /// One batch went through the plugin chain in `took`.
     pub fn observe_batch(&self, took: Duration) {
         let secs = took.as_secs_f64();
@@ -128,6 +156,62 @@ impl Metrics {
                 p.latency_sum_us.load(Relaxed) as f64 / 1e6
             );
             let _ = writeln!(out, "{name}_count{{pipeline=\"{pipeline}\"}} {count}");
+        }
+        type StateValue = fn(&PipelineMetrics) -> f64;
+        let state: [(&str, &str, &str, StateValue); 7] = [
+            (
+                "sluice_state_bytes",
+                "gauge",
+                "Bytes of plugin state held (stateful pipelines).",
+                |p| p.state_bytes.load(Relaxed) as f64,
+            ),
+            (
+                "sluice_state_keys",
+                "gauge",
+                "Keys of plugin state held.",
+                |p| p.state_keys.load(Relaxed) as f64,
+            ),
+            (
+                "sluice_timers_pending",
+                "gauge",
+                "Plugin timers registered and not fired yet.",
+                |p| p.timers_pending.load(Relaxed) as f64,
+            ),
+            (
+                "sluice_checkpoints_total",
+                "counter",
+                "Checkpoints stored.",
+                |p| p.checkpoints.load(Relaxed) as f64,
+            ),
+            (
+                "sluice_checkpoint_seconds_total",
+                "counter",
+                "Time from checkpoint barriers to their state stored.",
+                |p| p.checkpoint_us.load(Relaxed) as f64 / 1e6,
+            ),
+            (
+                "sluice_checkpoint_last_seconds",
+                "gauge",
+                "Time the last checkpoint took.",
+                |p| p.checkpoint_last_us.load(Relaxed) as f64 / 1e6,
+            ),
+            (
+                "sluice_checkpoint_bytes_total",
+                "counter",
+                "Bytes of state checkpoints stored.",
+                |p| p.checkpoint_bytes.load(Relaxed) as f64,
+            ),
+        ];
+        for (name, kind, help, get) in state {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (pipeline, p) in &pipelines {
+                let _ = writeln!(
+                    out,
+                    "{name}{{pipeline=\"{}\"}} {}",
+                    escape(pipeline),
+                    get(p)
+                );
+            }
         }
         let slots = self.slots.locked().clone();
         let _ = writeln!(out, "# HELP sluice_plugin_records_total Records a plugin version processed.\n# TYPE sluice_plugin_records_total counter");

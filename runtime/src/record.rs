@@ -84,6 +84,13 @@ impl Record {
         }
     }
 
+    /// The lane (`topic/3@`, `in/a.parquet#`) and position of a record whose source reads the
+    /// same record at the same position again after a restart (see [`Origin::replayable`]).
+    pub fn lane(&self) -> Option<(String, u64)> {
+        let (prefix, sep, n) = self.origin.as_ref()?.replayable()?;
+        Some((format!("{prefix}{sep}"), n))
+    }
+
     /// How to name this record in a message.
     pub fn position(&self) -> String {
         match &self.origin {
@@ -96,6 +103,29 @@ impl Record {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_replayable_origins_have_lanes() {
+        let with = |origin| Record {
+            origin: Some(origin),
+            ..Default::default()
+        };
+        assert_eq!(
+            with(Origin::At("x/1".into(), '@', 7)).lane(),
+            Some(("x/1@".to_owned(), 7))
+        );
+        assert_eq!(
+            with(Origin::At("in/a.parquet".into(), '#', 7)).lane(),
+            Some(("in/a.parquet#".to_owned(), 7))
+        );
+        // A generator's records look like object rows, but are never read again.
+        assert_eq!(
+            with(Origin::Once("mock.wasm@1-2".into(), '#', 7)).lane(),
+            None
+        );
+        assert_eq!(with(Origin::Once("stdin".into(), ':', 7)).lane(), None);
+        assert_eq!(Record::new("v").lane(), None);
+    }
 
     #[test]
     fn origins_format_when_shown() {

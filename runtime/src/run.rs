@@ -9,13 +9,16 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::config::{PipelineSpec, RunArgs};
+use crate::connector::keepers::{CheckpointRequests, Keepers};
 use crate::connector::{self, SinkRole, Source, SourceOptions};
 use crate::context::Context;
-use crate::health::State;
+use crate::health::{self, State};
 use crate::pipeline::dead_letters::DeadLetters;
 use crate::pipeline::generator::{self, PluginSource};
+use crate::pipeline::stateful::Checkpointing;
 use crate::pipeline::{Pipeline, Stats};
 use crate::plugin::{self, ArtifactCache, PluginEngine, PluginSlot, SourceInstance, World};
+use crate::state::StateStore;
 use crate::sync::Locked;
 use crate::{admin, metrics};
 
@@ -85,7 +88,7 @@ pub async fn run(args: RunArgs) -> Result<Vec<(String, Stats)>> {
                 pipeline: &spec.name,
                 output,
             };
-            let sink = connector::open_sink(&spec.sink, role(None), &ctx)
+            let mut sink = connector::open_sink(&spec.sink, role(None), &ctx)
                 .await
                 .with_context(|| pipeline_context(&specs, spec))?;
             let mut outputs = Vec::new();
@@ -111,6 +114,9 @@ pub async fn run(args: RunArgs) -> Result<Vec<(String, Stats)>> {
                 )),
                 None => None,
             };
+            let checkpointing = checkpointing(spec, &plugins, &mut sink, &mut outputs, &ctx)
+                .await
+                .with_context(|| pipeline_context(&specs, spec))?;
             let options = SourceOptions {
                 pipeline: spec.name.clone(),
                 batch_size: spec.batch_size as usize,
@@ -148,6 +154,7 @@ pub async fn run(args: RunArgs) -> Result<Vec<(String, Stats)>> {
                 dead_letters,
                 progress_every: (args.progress_secs > 0)
                     .then(|| std::time::Duration::from_secs(args.progress_secs)),
+                checkpointing,
             });
         }
         connector::seal(&ctx)?;
@@ -267,6 +274,53 @@ fn pipeline_context(specs: &[PipelineSpec], spec: &PipelineSpec) -> String {
 
 type Loaded = (Option<Box<dyn Source>>, Vec<Arc<PluginSlot>>);
 
+/// How a pipeline with stateful plugins checkpoints: where (`--checkpoints`, else beside the
+/// sink's data), how often, and which sink's positions are the truth. `None` without such a
+/// plugin.
+async fn checkpointing(
+    spec: &PipelineSpec,
+    plugins: &[Arc<PluginSlot>],
+    sink: &mut Box<dyn connector::Sink>,
+    outputs: &mut [(Arc<str>, Box<dyn connector::Sink>)],
+    ctx: &Context,
+) -> Result<Option<Arc<Checkpointing>>> {
+    let stateful: Vec<String> = plugins
+        .iter()
+        .map(|slot| slot.live())
+        .filter(|v| v.plugin.world == World::Stateful)
+        .map(|v| v.plugin.name.to_string())
+        .collect();
+    if stateful.is_empty() {
+        return Ok(None);
+    }
+    let blobs = match &spec.stateful.checkpoints {
+        Some(uri) => connector::blobs::open(uri, ctx).await?,
+        None => match sink.checkpoint_blobs(ctx).await? {
+            Some(blobs) => blobs,
+            None => bail!(
+                "{} keeps state and the sink `{}` has no place for its checkpoints: add \
+                 --checkpoints file://DIR (or s3://BUCKET/PREFIX?endpoint=...), or write to a \
+                 table or a bucket, which keep them beside their data",
+                stateful.join(", "),
+                health::endpoint_name(&spec.sink)
+            ),
+        },
+    };
+    sink.commit_at_checkpoints().await?;
+    for (_, s) in outputs.iter_mut() {
+        s.commit_at_checkpoints().await?;
+    }
+    let store = StateStore::new(blobs, &spec.name);
+    tracing::info!(pipeline = %spec.name, checkpoints = %store.describe(), every = ?spec.stateful.checkpoint_every, "stateful plugins: state is checkpointed");
+    Ok(Some(Arc::new(Checkpointing {
+        store: Arc::new(store),
+        keeper: ctx.shared::<Keepers>().of(&spec.name).into_iter().next(),
+        every: spec.stateful.checkpoint_every,
+        requests: ctx.shared::<CheckpointRequests>().of(&spec.name),
+        state_limit: spec.stateful.state_limit,
+    })))
+}
+
 /// Loads a pipeline's plugins: the first may be a source, the rest are transforms, each in a
 /// slot that can swap it for a new version.
 fn load_plugins(
@@ -293,7 +347,7 @@ fn load_plugins(
                  put it first, or use a transform here",
                 path.display()
             ),
-            World::Transform => plugins.push(PluginSlot::new(
+            World::Transform | World::Stateful => plugins.push(PluginSlot::new(
                 &spec.name,
                 i,
                 plugin,

@@ -1,5 +1,5 @@
-//! `runtime new`: writes a ready plugin project (Rust, Python or JavaScript; transform or source
-//! world) with a working example, the WIT it builds against, build instructions and golden cases
+//! `runtime new`: writes a ready plugin project (Rust, Python or JavaScript; transform, stateful
+//! or source world) with a working example, the WIT it builds against, build instructions and golden cases
 //! that `runtime test` runs.
 
 use std::path::{Path, PathBuf};
@@ -39,6 +39,8 @@ pub struct NewArgs {
 pub enum WorldArg {
     Transform,
     Source,
+    /// A transform with keyed state and timers the runtime keeps.
+    Stateful,
 }
 
 impl From<WorldArg> for World {
@@ -46,6 +48,7 @@ impl From<WorldArg> for World {
         match w {
             WorldArg::Transform => World::Transform,
             WorldArg::Source => World::Source,
+            WorldArg::Stateful => World::Stateful,
         }
     }
 }
@@ -54,6 +57,7 @@ const WIT: &str = include_str!("../../wit/plugin.wit");
 const WIRE: &str = include_str!("../../wit/WIRE.md");
 const PY_HELPER: &str = include_str!("../../plugins/sdk/python/sluice.py");
 const JS_HELPER: &str = include_str!("../../plugins/sdk/js/sluice.js");
+const JS_STATEFUL: &str = include_str!("../../plugins/sdk/js/stateful.js");
 const JS_BUILD: &str = include_str!("../../plugins/sdk/js/build.mjs");
 /// The tool versions the generated projects pin, as scripts/plugin-tools.sh does.
 const COMPONENTIZE_PY: &str = "0.25.1";
@@ -85,6 +89,14 @@ pub fn create(args: &NewArgs) -> Result<(PathBuf, String)> {
     }
     let world = World::from(args.world);
     let source = world == World::Source;
+    let stateful = world == World::Stateful;
+    // The template of each world, per language.
+    let pick =
+        |transform: &'static str, source_t: &'static str, stateful_t: &'static str| match world {
+            World::Source => source_t,
+            World::Stateful => stateful_t,
+            World::Transform => transform,
+        };
     // Python and JavaScript build tools read the WIT; a Rust plugin gets it from the SDK.
     let mut files: Vec<(&str, String)> = match args.lang {
         Lang::Rust => Vec::new(),
@@ -93,7 +105,18 @@ pub fn create(args: &NewArgs) -> Result<(PathBuf, String)> {
             ("wit/WIRE.md", WIRE.to_owned()),
         ],
     };
-    let cases: &[(&str, &str)] = if source {
+    let cases: &[(&str, &str)] = if stateful {
+        &[
+            (
+                "tests/cases/visits.input.jsonl",
+                include_str!("../templates/cases/stateful.input.jsonl"),
+            ),
+            (
+                "tests/cases/visits.expected.jsonl",
+                include_str!("../templates/cases/stateful.expected.jsonl"),
+            ),
+        ]
+    } else if source {
         &[
             (
                 "tests/cases/counter.settings",
@@ -137,11 +160,11 @@ pub fn create(args: &NewArgs) -> Result<(PathBuf, String)> {
                 include_str!("../templates/rust/Cargo.toml")
                     .replace("{{sdk}}", &sdk.display().to_string().replace('\\', "/")),
             ));
-            let lib = if source {
-                include_str!("../templates/rust/source.rs")
-            } else {
-                include_str!("../templates/rust/transform.rs")
-            };
+            let lib = pick(
+                include_str!("../templates/rust/transform.rs"),
+                include_str!("../templates/rust/source.rs"),
+                include_str!("../templates/rust/stateful.rs"),
+            );
             files.push(("src/lib.rs", lib.to_owned()));
             files.push((".gitignore", "target/\n".to_owned()));
             let artifact = name.replace('-', "_");
@@ -156,16 +179,16 @@ pub fn create(args: &NewArgs) -> Result<(PathBuf, String)> {
             )
         }
         Lang::Python => {
-            let app = if source {
-                include_str!("../templates/python/source.py")
-            } else {
-                include_str!("../templates/python/transform.py")
-            };
-            let test = if source {
-                include_str!("../templates/python/test_source.py")
-            } else {
-                include_str!("../templates/python/test_transform.py")
-            };
+            let app = pick(
+                include_str!("../templates/python/transform.py"),
+                include_str!("../templates/python/source.py"),
+                include_str!("../templates/python/stateful.py"),
+            );
+            let test = pick(
+                include_str!("../templates/python/test_transform.py"),
+                include_str!("../templates/python/test_source.py"),
+                include_str!("../templates/python/test_stateful.py"),
+            );
             files.push(("app.py", app.to_owned()));
             files.push(("sluice.py", PY_HELPER.to_owned()));
             files.push(("test_app.py", test.to_owned()));
@@ -179,13 +202,16 @@ pub fn create(args: &NewArgs) -> Result<(PathBuf, String)> {
             )
         }
         Lang::Js => {
-            let plugin = if source {
-                include_str!("../templates/js/source.js")
-            } else {
-                include_str!("../templates/js/transform.js")
-            };
+            let plugin = pick(
+                include_str!("../templates/js/transform.js"),
+                include_str!("../templates/js/source.js"),
+                include_str!("../templates/js/stateful.js"),
+            );
             files.push(("plugin.js", plugin.to_owned()));
             files.push(("sluice.js", JS_HELPER.to_owned()));
+            if stateful {
+                files.push(("stateful.js", JS_STATEFUL.to_owned()));
+            }
             files.push(("build.mjs", JS_BUILD.to_owned()));
             files.push((
                 "package.json",
@@ -209,6 +235,8 @@ pub fn create(args: &NewArgs) -> Result<(PathBuf, String)> {
     };
     let run = if source {
         format!("    runtime run --plugin {wasm} --set interval_ms=500 --count 5")
+    } else if stateful {
+        format!("    echo '{{\"name\":\"ada\"}}' | runtime run --plugin {wasm} --checkpoints file://state")
     } else {
         format!("    echo '{{\"name\":\"ada\"}}' | runtime run --plugin {wasm}")
     };

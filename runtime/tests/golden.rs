@@ -62,12 +62,17 @@ fn shipped_plugins_pass_their_golden_cases() {
     passes(&plugin("mock"), &cases("mock"), 40);
     // Built with cargo-component, the same cases hold.
     passes(&common::component_plugin("enrich"), &cases("enrich"), 27);
+    // Stateful plugins: windows closed by event time, ids forgotten as time advances.
+    passes(&plugin("rollup"), &cases("rollup"), 9);
+    passes(&plugin("dedup"), &cases("dedup"), 8);
 }
 
 #[test]
 fn python_and_javascript_enrich_pass_the_rust_cases() {
     passes(&guest_plugin("enrich-py"), &cases("enrich"), 27);
     passes(&guest_plugin("enrich-js"), &cases("enrich"), 27);
+    // The stateful world in Python: the rollup's cases, window by window.
+    passes(&guest_plugin("rollup-py"), &cases("rollup"), 9);
 }
 
 #[test]

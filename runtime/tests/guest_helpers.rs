@@ -73,3 +73,74 @@ console.log(fits.next(2, 0n).length > 0);
         .expect("node runs");
     refused_and_then_fine(&out, "true");
 }
+
+/// The JavaScript stateful helper over an in-memory host: a message's writes reach the host
+/// only if it succeeds, timers fire with their key, and a scan sees the message's own writes.
+#[test]
+fn the_javascript_stateful_helper_keeps_a_failed_messages_writes_out() {
+    let helper = sdk("js").join("stateful.js");
+    let script = format!(
+        r#"
+import {{ register }} from "node:module";
+const host = `
+export const store = new Map(); export const timerList = [];
+const hex = (b) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+export function getMany(keys) {{ return keys.map((k) => store.get(hex(k))); }}
+export function putMany(es) {{ for (const e of es) store.set(hex(e.key), e.value); }}
+export function deleteMany(keys) {{ for (const k of keys) store.delete(hex(k)); }}
+export function scan(prefix, after, max) {{
+  const p = hex(prefix);
+  return [...store.keys()].filter((k) => k.startsWith(p)).sort()
+    .map((k) => [Uint8Array.from(k.match(/../g), (x) => parseInt(x, 16)), store.get(k)]);
+}}
+export function register(key, at, domain) {{ timerList.push([new TextDecoder().decode(key), at, domain]); }}
+export {{ register as delete }};
+export function observeEventTime(at) {{}}
+export function streamTime() {{ return undefined; }}
+export function log() {{}}
+`;
+const stub = "data:text/javascript," + encodeURIComponent(host);
+const hooks = `export async function resolve(s, c, next) {{
+  return s.startsWith("sluice:plugin/") ? {{ url: "${{stub}}", shortCircuit: true }} : next(s, c);
+}}`;
+register("data:text/javascript," + encodeURIComponent(hooks));
+const {{ stateful }} = await import({helper:?});
+const {{ encodeBatch }} = await import({sluice:?});
+const hostModule = await import(stub);
+const enc = new TextEncoder();
+const world = stateful(
+  (msg, ctx) => {{
+    const word = new TextDecoder().decode(msg.value);
+    ctx.put("n/" + word, "1");
+    ctx.registerEventTimer(word, 60000);
+    if (word === "bad") throw new Error("refused");
+    return null;
+  }},
+  (t, ctx) => ctx.scan("n/").map(([k]) => ({{ value: k, headers: [] }})),
+);
+const batch = encodeBatch(["a", "bad", "b"].map((w) => ({{ value: enc.encode(w), headers: [] }})));
+world.process(batch);
+console.log(JSON.stringify([...hostModule.store.keys()].sort()));
+console.log(JSON.stringify(hostModule.timerList.map(([k]) => k)));
+const out = world.onTimer([{{ key: enc.encode("a"), atMs: 60000n, domain: "event-time" }}]);
+console.log(out.length > 8);
+"#,
+        helper = helper.display().to_string(),
+        sluice = sdk("js").join("sluice.js").display().to_string()
+    );
+    let out = Command::new("node")
+        .args(["--input-type=module", "-e", &script])
+        .output()
+        .expect("node runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    // "n/a" and "n/b" (hex), not "n/bad"; timers of a and b only.
+    assert_eq!(lines[0], r#"["6e2f61","6e2f62"]"#, "{text}");
+    assert_eq!(lines[1], r#"["a","b"]"#, "{text}");
+    assert_eq!(lines[2], "true", "{text}");
+}

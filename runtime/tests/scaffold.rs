@@ -67,7 +67,7 @@ fn rust_projects_build_unit_test_and_pass_their_cases() {
     let dir = tempfile::tempdir().unwrap();
     // Its own target dir: the workspace's is locked while cargo runs this test.
     let target = target_dir().join("scaffold-test");
-    for world in ["transform", "source"] {
+    for world in ["transform", "source", "stateful"] {
         let name = format!("my-{world}");
         let project = new_project(dir.path(), &name, "rust", world);
         let cargo = || {
@@ -85,7 +85,7 @@ fn rust_projects_build_unit_test_and_pass_their_cases() {
 #[test]
 fn python_projects_build_unit_test_and_pass_their_cases() {
     let dir = tempfile::tempdir().unwrap();
-    for world in ["transform", "source"] {
+    for world in ["transform", "source", "stateful"] {
         let project = new_project(dir.path(), &format!("py-{world}"), "python", world);
         // The logic tests natively: the helper works without a component around it.
         ok(Command::new("python3")
@@ -105,7 +105,7 @@ fn python_projects_build_unit_test_and_pass_their_cases() {
 #[test]
 fn javascript_projects_build_and_pass_their_cases() {
     let dir = tempfile::tempdir().unwrap();
-    for world in ["transform", "source"] {
+    for world in ["transform", "source", "stateful"] {
         let project = new_project(dir.path(), &format!("js-{world}"), "js", world);
         let package: serde_json::Value =
             serde_json::from_slice(&std::fs::read(project.join("package.json")).unwrap()).unwrap();

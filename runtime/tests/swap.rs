@@ -11,52 +11,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::kafka::{self, create_topic, read_topic_with, unique};
-use common::process::{free_addr, log_of};
+use common::process::{admin, free_addr, log_of, wait_for_admin};
 use common::{plugin, runtime};
 use serde_json::Value;
-
-/// (HTTP status, JSON body) of an admin API call.
-fn admin(addr: &str, method: &str, path: &str, body: Option<&Path>) -> (u16, Value) {
-    let mut cmd = Command::new("curl");
-    cmd.args([
-        "-s",
-        "--max-time",
-        "60",
-        "-o",
-        "-",
-        "-w",
-        "\n%{http_code}",
-        "-X",
-        method,
-    ]);
-    if let Some(file) = body {
-        cmd.arg("--data-binary").arg(format!("@{}", file.display()));
-    }
-    let out = cmd
-        .arg(format!("http://{addr}{path}"))
-        .output()
-        .expect("curl runs");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, status) = text
-        .trim_end()
-        .rsplit_once('\n')
-        .unwrap_or(("", text.trim()));
-    let status = status
-        .parse()
-        .unwrap_or_else(|_| panic!("no answer from {addr}{path}: {text}"));
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
-}
-
-fn wait_for_admin(addr: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "the admin API did not come up on {addr}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// A pipelines file: the mock generator at `rate` for `count` records into mem://s, then
 /// `transform` to stdout.

@@ -168,36 +168,48 @@ function callInit(init, config) {
   }
 }
 
+/** Wire outcomes of `items`, one per item: `handle(item)` returns its outputs (a message, an
+ * array, or null/undefined for none) or throws to fail that item alone. */
+export function encodeOutcomes(items, handle) {
+  const w = new Writer();
+  w.u32(items.length);
+  for (const item of items) {
+    let out;
+    try {
+      out = handle(item);
+    } catch (e) {
+      w.u8(1);
+      w.bytes(errorText(e));
+      continue;
+    }
+    out = out === undefined || out === null ? [] : Array.isArray(out) ? out : [out];
+    w.u8(0);
+    w.u32(out.length);
+    for (const o of out) w.message(o, false);
+  }
+  return w.done();
+}
+
+/** A failure of a whole call, with where it happened. */
+export function callFailed(e) {
+  return `${errorText(e)}\n${e && e.stack ? e.stack : ""}`;
+}
+
 /** The exports of the transform world: `export const { init, process } = transform(f)`. */
 export function transform(processOne, init) {
   return {
     init: (config) => callInit(init, config),
     process(batch) {
       try {
-        const w = new Writer();
-        const messages = decodeBatch(batch);
-        w.u32(messages.length);
-        for (const m of messages) {
-          let out;
-          try {
-            out = processOne(m);
-          } catch (e) {
-            w.u8(1);
-            w.bytes(errorText(e));
-            continue;
-          }
-          out = out === undefined || out === null ? [] : Array.isArray(out) ? out : [out];
-          w.u8(0);
-          w.u32(out.length);
-          for (const o of out) w.message(o, false);
-        }
-        return w.done();
+        return encodeOutcomes(decodeBatch(batch), processOne);
       } catch (e) {
-        throw `${errorText(e)}\n${e && e.stack ? e.stack : ""}`;
+        throw callFailed(e);
       }
     },
   };
 }
+
+export { callInit };
 
 /** The exports of the source world: `nextBatch(max, nowMs)` returns up to `max` messages. */
 export function source(nextBatch, init) {

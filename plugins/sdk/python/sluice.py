@@ -27,7 +27,8 @@ except ImportError:  # run natively (unit tests of a plugin's logic): no compone
             super().__init__(value)
             self.value = value
 
-__all__ = ["Message", "RecordError", "transform", "source", "log", "decode_batch",
+__all__ = ["Message", "RecordError", "transform", "source", "stateful", "Context", "Fired",
+           "MemoryState", "EVENT_TIME", "PROCESSING_TIME", "log", "decode_batch",
            "encode_batch", "encode_outcomes"]
 
 KEY, TIMESTAMP, ORIGIN, OUTPUT = 1, 2, 4, 8
@@ -292,3 +293,221 @@ def source(next_batch: Callable[[int, int], List[Message]],
             return encode_batch(messages)
 
     return WitWorld
+
+
+# ---- Stateful plugins: keyed state and timers of the lane being processed ----------------
+
+EVENT_TIME, PROCESSING_TIME = "event-time", "processing-time"
+
+
+class Fired:
+    """A timer that fired: its key, time (ms) and domain (EVENT_TIME or PROCESSING_TIME)."""
+    __slots__ = ("key", "at_ms", "domain")
+
+    def __init__(self, key: bytes, at_ms: int, domain: str):
+        self.key, self.at_ms, self.domain = key, at_ms, domain
+
+
+class Context:
+    """The lane's state and timers while one message or timer is handled. Writes are kept here
+    and reach the host in one call only if the message succeeds."""
+
+    def __init__(self, host):
+        self._host = host
+        self._writes = {}  # key -> (value, ttl_ms), or None for a delete
+        self._timers = []
+        self._event_time = None
+
+    def get(self, key: bytes) -> Optional[bytes]:
+        if key in self._writes:
+            w = self._writes[key]
+            return None if w is None else w[0]
+        return self._host.get_many([key])[0]
+
+    def put(self, key: bytes, value: bytes, ttl_ms: int = 0) -> None:
+        """`ttl_ms` > 0: the entry expires that long after it is put (processing time)."""
+        self._writes[key] = (value, ttl_ms)
+
+    def delete(self, key: bytes) -> None:
+        self._writes[key] = None
+
+    def scan(self, prefix: bytes) -> List[Tuple[bytes, bytes]]:
+        """Every live entry whose key starts with `prefix`, in key order."""
+        found, after = {}, None
+        while True:
+            page = self._host.scan(prefix, after, 256)
+            found.update(page)
+            if len(page) < 256:
+                break
+            after = page[-1][0]
+        for k, w in self._writes.items():
+            if k.startswith(prefix):
+                if w is None:
+                    found.pop(k, None)
+                else:
+                    found[k] = w[0]
+        return sorted(found.items())
+
+    def register_event_timer(self, key: bytes, at_ms: int) -> None:
+        self._timers.append(("register", key, at_ms, EVENT_TIME))
+
+    def register_processing_timer(self, key: bytes, at_ms: int) -> None:
+        self._timers.append(("register", key, at_ms, PROCESSING_TIME))
+
+    def delete_timer(self, key: bytes, at_ms: int, domain: str) -> None:
+        self._timers.append(("delete", key, at_ms, domain))
+
+    def observe_event_time(self, at_ms: int) -> None:
+        """The message's event time as read from its value: moves stream time on."""
+        self._event_time = at_ms if self._event_time is None else max(self._event_time, at_ms)
+
+    def stream_time(self) -> Optional[int]:
+        return self._host.stream_time()
+
+    def _commit(self) -> None:
+        puts = [(k, w[0], w[1]) for k, w in self._writes.items() if w is not None]
+        deletes = [k for k, w in self._writes.items() if w is None]
+        if puts:
+            self._host.put_many(puts)  # raises past the lane's state limit
+        if deletes:
+            self._host.delete_many(deletes)
+        for op, key, at, domain in self._timers:
+            (self._host.register if op == "register" else self._host.delete_timer)(key, at, domain)
+        if self._event_time is not None:
+            self._host.observe(self._event_time)
+
+
+class _WasmHost:
+    """The host's state and timers, through the stateful world's imports."""
+
+    def __init__(self):
+        from wit_world.imports import state, timers
+        self._state, self._timers = state, timers
+        self._domains = {EVENT_TIME: timers.Domain.EVENT_TIME,
+                         PROCESSING_TIME: timers.Domain.PROCESSING_TIME}
+
+    def get_many(self, keys):
+        return self._state.get_many(keys)
+
+    def put_many(self, entries):
+        try:
+            self._state.put_many([self._state.Entry(key=k, value=v, ttl_ms=t) for k, v, t in entries])
+        except Err as e:
+            raise RecordError(str(e.value))
+
+    def delete_many(self, keys):
+        self._state.delete_many(keys)
+
+    def scan(self, prefix, after, limit):
+        return self._state.scan(prefix, after, limit)
+
+    def register(self, key, at_ms, domain):
+        self._timers.register(key, at_ms, self._domains[domain])
+
+    def delete_timer(self, key, at_ms, domain):
+        self._timers.delete(key, at_ms, self._domains[domain])
+
+    def observe(self, at_ms):
+        self._timers.observe_event_time(at_ms)
+
+    def stream_time(self):
+        return self._timers.stream_time()
+
+    def domain_of(self, wit_domain) -> str:
+        return EVENT_TIME if wit_domain == self._timers.Domain.EVENT_TIME else PROCESSING_TIME
+
+
+class MemoryState:
+    """The host's part for native tests of a stateful plugin's logic."""
+
+    def __init__(self):
+        self.entries, self.timers, self.stream, self.now_ms = {}, set(), None, 0
+
+    def get_many(self, keys):
+        out = []
+        for k in keys:
+            e = self.entries.get(k)
+            out.append(e[0] if e and (e[1] is None or e[1] > self.now_ms) else None)
+        return out
+
+    def put_many(self, entries):
+        for k, v, ttl in entries:
+            self.entries[k] = (v, self.now_ms + ttl if ttl else None)
+
+    def delete_many(self, keys):
+        for k in keys:
+            self.entries.pop(k, None)
+
+    def scan(self, prefix, after, limit):
+        keys = sorted(k for k, e in self.entries.items()
+                      if k.startswith(prefix) and (after is None or k > after)
+                      and (e[1] is None or e[1] > self.now_ms))
+        return [(k, self.entries[k][0]) for k in keys[:limit]]
+
+    def register(self, key, at_ms, domain):
+        self.timers.add((at_ms, domain, key))
+
+    def delete_timer(self, key, at_ms, domain):
+        self.timers.discard((at_ms, domain, key))
+
+    def observe(self, at_ms):
+        self.stream = at_ms if self.stream is None else max(self.stream, at_ms)
+
+    def stream_time(self):
+        return self.stream
+
+    def due(self):
+        """Takes the timers due, in time order."""
+        due = sorted(t for t in self.timers
+                     if (t[1] == EVENT_TIME and self.stream is not None and t[0] <= self.stream)
+                     or (t[1] == PROCESSING_TIME and t[0] <= self.now_ms))
+        self.timers.difference_update(due)
+        return [Fired(k, at, d) for at, d, k in due]
+
+
+def stateful(process: Callable[[Message, Context], Union[None, Message, List[Message]]],
+             on_timer: Callable[[Fired, Context], List[Message]],
+             init: Optional[Callable[[dict], None]] = None):
+    """The class componentize-py exports for the stateful world: `process(msg, ctx)` per message
+    and `on_timer(fired, ctx)` per fired timer, each with the lane's state and timers."""
+
+    host = []  # made at the first call: the imports exist only inside the component
+
+    def the_host():
+        if not host:
+            host.append(_WasmHost())
+        return host[0]
+
+    def handle(call) -> Union[List[Message], str]:
+        ctx = Context(the_host())
+        try:
+            out = call(ctx)
+            ctx._commit()
+        except Exception as e:
+            return _error_text(e)
+        if out is None:
+            return []
+        if isinstance(out, Message):
+            return [out]
+        return list(out)
+
+    class WitWorld:
+        def init(self, config):
+            _call_init(init, config)
+
+        def process(self, batch: bytes) -> bytes:
+            try:
+                messages = decode_batch(batch)
+                return encode_outcomes([handle(lambda ctx, m=m: process(m, ctx)) for m in messages])
+            except Exception:
+                raise Err(traceback.format_exc(limit=3))
+
+        def on_timer(self, fired) -> bytes:
+            try:
+                timers = [Fired(f.key, f.at_ms, the_host().domain_of(f.domain)) for f in fired]
+                return encode_outcomes([handle(lambda ctx, t=t: on_timer(t, ctx)) for t in timers])
+            except Exception:
+                raise Err(traceback.format_exc(limit=3))
+
+    return WitWorld
+

@@ -5,7 +5,10 @@
 use std::any::Any;
 use std::cell::RefCell;
 
-use crate::{wire, Config, Error, IntoOutputs, Message, Source, Transform};
+use crate::{
+    wire, Config, Context, Error, Fired, IntoOutputs, Message, Source, StateHost, Stateful,
+    Transform,
+};
 
 thread_local! {
     /// The instance's transform or source, made by `init` (a plugin instance is one thread).
@@ -36,6 +39,57 @@ pub fn init_transform<T: Transform>(settings: Vec<(String, String)>) -> Result<(
 pub fn process_with<T: Transform>(batch: &[u8]) -> Result<Vec<u8>, String> {
     // The outputs are written before the next message: they may borrow the transform.
     with_state(|t: &mut T| each_message(batch, |msg, out| Ok(t.process(msg)?.put(out))))
+}
+
+/// `init` of the stateful world: builds `T` from the settings.
+pub fn init_stateful<T: Stateful>(settings: Vec<(String, String)>) -> Result<(), String> {
+    init_state(|| T::init(&Config::new(settings)))
+}
+
+/// `process` of the stateful world: `T::process` over every message, each with the lane's
+/// state; a message's state changes reach the host only if it succeeds.
+pub fn process_stateful_with<T: Stateful>(
+    batch: &[u8],
+    host: &mut dyn StateHost,
+) -> Result<Vec<u8>, String> {
+    with_state(|t: &mut T| {
+        each_message(batch, |msg, out| {
+            let mut ctx = Context::new(&mut *host);
+            let n = t.process(msg, &mut ctx)?.put(out);
+            ctx.commit()?;
+            Ok(n)
+        })
+    })
+}
+
+/// `on-timer` of the stateful world: one outcome per fired timer.
+pub fn on_timer_with<T: Stateful>(
+    fired: Vec<Fired>,
+    host: &mut dyn StateHost,
+) -> Result<Vec<u8>, String> {
+    with_state(|t: &mut T| {
+        let mut out = Vec::new();
+        let at = wire::begin_count(&mut out);
+        for timer in &fired {
+            let count_at = wire::begin_ok(&mut out);
+            let mut ctx = Context::new(&mut *host);
+            let made = t
+                .on_timer(timer, &mut ctx)
+                .and_then(|made| ctx.commit().map(|()| made));
+            match made {
+                Ok(made) => {
+                    let n = made.put(&mut out);
+                    wire::patch_count(&mut out, count_at, n);
+                }
+                Err(e) => {
+                    out.truncate(count_at - 1);
+                    wire::put_err(&mut out, e.message());
+                }
+            }
+        }
+        wire::patch_count(&mut out, at, fired.len() as u32);
+        Ok(out)
+    })
 }
 
 /// `init` of the source world: builds `S` from the settings.

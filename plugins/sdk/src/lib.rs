@@ -19,9 +19,11 @@
 //! assert_eq!((&*out.value, out.key.as_deref()), (&b"HI"[..], Some(&b"k"[..])));
 //! ```
 //!
-//! A transform that keeps state between records implements [`Transform`] and is exported with
-//! `transform!(MyType)`; a source plugin implements [`Source`] and is exported with
-//! [`source!`]. The wire form that
+//! A transform that keeps settings or scratch data between records implements [`Transform`] and
+//! is exported with `transform!(MyType)`; one whose state must survive restarts and move with
+//! its partition (counts, windows, deduplication) implements [`Stateful`] (keyed state and
+//! timers the host checkpoints) and is exported with [`stateful!`]; a source plugin implements
+//! [`Source`] and is exported with [`source!`]. The wire form that
 //! carries batches across the boundary ([`wire`]) never shows; plugin logic is ordinary Rust
 //! that unit-tests natively, without wasm.
 
@@ -29,7 +31,9 @@ use std::borrow::Cow;
 use std::fmt;
 
 pub mod guest;
+mod stateful;
 pub use sluice_wire as wire;
+pub use stateful::{Context, Domain, Fired, MemoryState, StateHost, Stateful};
 
 /// One record: what a plugin receives and returns.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -321,6 +325,87 @@ pub mod __bindings {
             export_macro_name: "__export_source_world",
         });
     }
+
+    pub mod stateful {
+        wit_bindgen::generate!({
+            path: "../../wit",
+            world: "sluice:plugin/stateful",
+            default_bindings_module: "sluice_sdk::__bindings::stateful",
+            pub_export_macro: true,
+            export_macro_name: "__export_stateful_world",
+        });
+    }
+}
+
+/// The host's state and timers, through the `stateful` world's imports.
+#[doc(hidden)]
+#[cfg(target_arch = "wasm32")]
+pub struct __HostState;
+
+#[cfg(target_arch = "wasm32")]
+impl StateHost for __HostState {
+    fn get_many(&mut self, keys: &[Vec<u8>]) -> Vec<Option<Vec<u8>>> {
+        __bindings::stateful::sluice::plugin::state::get_many(keys)
+    }
+
+    fn put_many(&mut self, entries: Vec<(Vec<u8>, Vec<u8>, u64)>) -> Result<(), String> {
+        use __bindings::stateful::sluice::plugin::state::{self, Entry};
+        let entries: Vec<Entry> = entries
+            .into_iter()
+            .map(|(key, value, ttl_ms)| Entry { key, value, ttl_ms })
+            .collect();
+        state::put_many(&entries)
+    }
+
+    fn delete_many(&mut self, keys: Vec<Vec<u8>>) {
+        __bindings::stateful::sluice::plugin::state::delete_many(&keys)
+    }
+
+    fn scan(&mut self, prefix: &[u8], after: Option<&[u8]>, max: u32) -> Vec<(Vec<u8>, Vec<u8>)> {
+        __bindings::stateful::sluice::plugin::state::scan(prefix, after, max)
+    }
+
+    fn register(&mut self, key: Vec<u8>, at_ms: i64, domain: Domain) {
+        __bindings::stateful::sluice::plugin::timers::register(&key, at_ms, __wit_domain(domain))
+    }
+
+    fn delete_timer(&mut self, key: Vec<u8>, at_ms: i64, domain: Domain) {
+        __bindings::stateful::sluice::plugin::timers::delete(&key, at_ms, __wit_domain(domain))
+    }
+
+    fn observe(&mut self, at_ms: i64) {
+        __bindings::stateful::sluice::plugin::timers::observe_event_time(at_ms)
+    }
+
+    fn stream_time(&mut self) -> Option<i64> {
+        __bindings::stateful::sluice::plugin::timers::stream_time()
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+fn __wit_domain(d: Domain) -> __bindings::stateful::sluice::plugin::timers::Domain {
+    use __bindings::stateful::sluice::plugin::timers::Domain as W;
+    match d {
+        Domain::EventTime => W::EventTime,
+        Domain::ProcessingTime => W::ProcessingTime,
+    }
+}
+
+#[doc(hidden)]
+#[cfg(target_arch = "wasm32")]
+pub fn __fired(fired: Vec<__bindings::stateful::sluice::plugin::timers::Fired>) -> Vec<Fired> {
+    use __bindings::stateful::sluice::plugin::timers::Domain as W;
+    fired
+        .into_iter()
+        .map(|f| Fired {
+            key: f.key,
+            at_ms: f.at_ms,
+            domain: match f.domain {
+                W::EventTime => Domain::EventTime,
+                W::ProcessingTime => Domain::ProcessingTime,
+            },
+        })
+        .collect()
 }
 
 /// Routes [`log`] to a world's `host.log` import. Each world has its own bindings, so a plugin
@@ -349,6 +434,8 @@ macro_rules! log_to_host {
 log_to_host!(__log_to_transform_host, transform);
 #[cfg(target_arch = "wasm32")]
 log_to_host!(__log_to_source_host, source);
+#[cfg(target_arch = "wasm32")]
+log_to_host!(__log_to_stateful_host, stateful);
 
 /// Exports a transform as the plugin's `transform` world. Either a function, with an optional
 /// `init` that reads the settings:
@@ -406,6 +493,49 @@ macro_rules! transform {
             }
 
             $crate::__bindings::transform::__export_transform_world!(Plugin);
+        };
+    };
+}
+
+/// Exports a [`Stateful`] type as the plugin's `stateful` world:
+/// `sluice_sdk::stateful!(MyRollup);`. Expands to nothing when not compiling for wasm.
+#[macro_export]
+macro_rules! stateful {
+    ($stateful:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            struct Plugin;
+
+            impl $crate::__bindings::stateful::Guest for Plugin {
+                fn init(
+                    settings: ::std::vec::Vec<(::std::string::String, ::std::string::String)>,
+                ) -> ::std::result::Result<(), ::std::string::String> {
+                    $crate::__log_to_stateful_host();
+                    $crate::guest::init_stateful::<$stateful>(settings)
+                }
+
+                fn process(
+                    batch: ::std::vec::Vec<u8>,
+                ) -> ::std::result::Result<::std::vec::Vec<u8>, ::std::string::String> {
+                    $crate::guest::process_stateful_with::<$stateful>(
+                        &batch,
+                        &mut $crate::__HostState,
+                    )
+                }
+
+                fn on_timer(
+                    fired: ::std::vec::Vec<
+                        $crate::__bindings::stateful::sluice::plugin::timers::Fired,
+                    >,
+                ) -> ::std::result::Result<::std::vec::Vec<u8>, ::std::string::String> {
+                    $crate::guest::on_timer_with::<$stateful>(
+                        $crate::__fired(fired),
+                        &mut $crate::__HostState,
+                    )
+                }
+            }
+
+            $crate::__bindings::stateful::__export_stateful_world!(Plugin);
         };
     };
 }

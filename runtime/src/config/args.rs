@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 
 use super::file::parse_pipelines;
 use super::limits;
-use super::spec::PipelineSpec;
+use super::spec::{PipelineSpec, StatefulOptions};
 use crate::failure::ErrorPolicy;
 use crate::plugin::Capabilities;
 
@@ -57,6 +57,20 @@ pub struct RunArgs {
     /// source plugin, no limit for other sources]
     #[arg(long, value_parser = parse_rate)]
     pub rate: Option<f64>,
+
+    /// Stateful plugins: where their checkpoints go (`file://DIR` or
+    /// `s3://BUCKET/PREFIX?endpoint=...`). Default: beside a table's data or an object sink's.
+    #[arg(long, value_name = "URI")]
+    pub checkpoints: Option<String>,
+
+    /// Stateful plugins: how often their state is checkpointed (into a table: committed).
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
+    pub checkpoint_every: Duration,
+
+    /// Stateful plugins: bytes of state one source lane may hold per plugin (a put past it is
+    /// that record's failure).
+    #[arg(long, default_value = "64MiB", value_name = "SIZE", value_parser = parse_size)]
+    pub state_limit: usize,
 
     /// Stop after this many source records (default: run until the input ends or a signal).
     #[arg(long)]
@@ -221,9 +235,26 @@ impl RunArgs {
                 capabilities: self.capabilities,
                 fuel: self.fuel,
                 state: self.state.clone(),
+                stateful: StatefulOptions {
+                    checkpoints: self.checkpoints.clone(),
+                    checkpoint_every: self.checkpoint_every,
+                    state_limit: self.state_limit,
+                },
             }]),
         }
     }
+}
+
+pub(super) fn parse_duration(s: &str) -> Result<Duration, String> {
+    crate::connector::uri::parse_duration(s)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("`{s}` is not a duration: use e.g. 10s, 500ms or 2m"))
+}
+
+pub(super) fn parse_size(s: &str) -> Result<usize, String> {
+    crate::connector::uri::parse_size(s)
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("`{s}` is not a size: use e.g. 64MiB, 512KiB or 1000000"))
 }
 
 pub(crate) fn parse_key_value(s: &str) -> Result<(String, String), String> {

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::args::RunArgs;
 use super::limits;
-use super::spec::{PipelineSpec, PluginOverrides};
+use super::spec::{PipelineSpec, PluginOverrides, StatefulOptions};
 use crate::failure::ErrorPolicy;
 use crate::plugin::Capabilities;
 
@@ -71,6 +71,12 @@ struct PipelineEntry {
     capabilities: Option<Vec<String>>,
     fuel: Option<u64>,
     state: Option<PathBuf>,
+    /// Stateful plugins: where checkpoints go (a URI or a name under [endpoints]).
+    checkpoints: Option<String>,
+    /// Stateful plugins: `10s`, `1m`...
+    checkpoint_every: Option<String>,
+    /// Stateful plugins: `64MiB`...
+    state_limit: Option<String>,
 }
 
 /// Parses the text of a pipelines file with the command line's defaults (for tools and fuzzing;
@@ -260,6 +266,24 @@ pub(super) fn parse_pipelines(
             },
             fuel: p.fuel.or(defaults.fuel),
             state: p.state.map(|f| dir.join(f)),
+            stateful: StatefulOptions {
+                checkpoints: p
+                    .checkpoints
+                    .as_deref()
+                    .or(defaults.checkpoints.as_deref())
+                    .map(|c| resolve(&p.name, "checkpoints", c))
+                    .transpose()?,
+                checkpoint_every: match &p.checkpoint_every {
+                    Some(d) => super::args::parse_duration(d)
+                        .map_err(|e| anyhow!("pipeline `{}`: checkpoint_every: {e}", p.name))?,
+                    None => defaults.checkpoint_every,
+                },
+                state_limit: match &p.state_limit {
+                    Some(n) => super::args::parse_size(n)
+                        .map_err(|e| anyhow!("pipeline `{}`: state_limit: {e}", p.name))?,
+                    None => defaults.state_limit,
+                },
+            },
             name: p.name,
         });
     }

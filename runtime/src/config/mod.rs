@@ -11,7 +11,7 @@ mod tests;
 pub(crate) use args::parse_key_value;
 pub use args::RunArgs;
 pub use file::parse_pipelines_text;
-pub use spec::{PipelineSpec, PluginOverrides};
+pub use spec::{PipelineSpec, PluginOverrides, StatefulOptions};
 
 /// The range each numeric setting may take, checked the same way on the command line and in
 /// pipelines files.

@@ -31,6 +31,17 @@ pub struct PipelineSpec {
     pub capabilities: Option<Capabilities>,
     pub fuel: Option<u64>,
     pub state: Option<PathBuf>,
+    pub stateful: StatefulOptions,
+}
+
+/// How a pipeline with stateful plugins keeps their state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatefulOptions {
+    /// Where checkpoints go; `None`: beside the sink's data, if it has a place for them.
+    pub checkpoints: Option<String>,
+    pub checkpoint_every: Duration,
+    /// Bytes of state one lane may hold per plugin.
+    pub state_limit: usize,
 }
 
 /// What one plugin of a pipelines file sets for itself.

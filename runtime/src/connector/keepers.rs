@@ -15,8 +15,31 @@ pub trait PositionKeeper: Send + Sync {
     fn reload(&self) -> anyhow::Result<()>;
 
     /// Commits what is pending at once: lanes are being revoked, and their positions must be in
-    /// the table before another member takes them.
+    /// the table before another member takes them. (For a stateful pipeline: asks it for a
+    /// checkpoint, which the sink commits.)
     fn commit_soon(&self);
+
+    /// Whether the record at `n` of `lane` is already in the table: a stateful pipeline passes
+    /// it over before its plugins see it (its effect is in the state restored).
+    fn covers(&self, lane: &str, n: u64) -> bool;
+
+    /// The checkpoint whose state of `lane` goes with the table's positions, if any.
+    fn state_epoch(&self, lane: &str) -> Option<u64>;
+}
+
+/// Per pipeline, a way for its sinks to ask it for a checkpoint now (a rebalance is taking
+/// lanes away, and their state must be committed with their positions first).
+#[derive(Default)]
+pub struct CheckpointRequests(Mutex<HashMap<String, Arc<tokio::sync::Notify>>>);
+
+impl CheckpointRequests {
+    pub fn of(&self, pipeline: &str) -> Arc<tokio::sync::Notify> {
+        self.0
+            .locked()
+            .entry(pipeline.to_owned())
+            .or_default()
+            .clone()
+    }
 }
 
 /// The position keepers of each pipeline of a run.

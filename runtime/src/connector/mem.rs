@@ -214,6 +214,7 @@ impl Source for MemSource {
                 error: None,
                 lane,
                 ack: Some(Box::new(move || parts.ack())),
+                restart: false,
             }))
         })
     }

@@ -2,6 +2,7 @@
 //! plus one arm in [`open_source`] / [`open_sink`].
 
 pub mod backoff;
+pub mod blobs;
 pub mod iceberg;
 pub mod kafka;
 pub mod keepers;
@@ -12,6 +13,7 @@ pub mod uri;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use std::path::Path;
 
@@ -44,6 +46,9 @@ pub struct SourceBatch {
     /// Batches of one lane (a Kafka partition) are processed by one worker, in order.
     pub lane: u32,
     pub ack: Option<Ack>,
+    /// The first batch of its lane since the source (re)gained it (a Kafka partition
+    /// assigned): state kept for the lane must be restored, not taken as it is.
+    pub restart: bool,
 }
 
 pub trait Source: Send {
@@ -111,6 +116,18 @@ pub fn before_input_of(records: &[Record], refused: usize) -> usize {
     refused - same
 }
 
+/// A checkpoint of a stateful pipeline, as a sink that keeps positions commits it.
+#[derive(Debug, Clone)]
+pub struct Seal {
+    pub id: u64,
+    /// The last input position each lane's state took in (`topic/3@` -> 1200).
+    pub positions: Vec<(String, u64)>,
+    /// The lanes whose state was stored at this checkpoint.
+    pub states: Vec<String>,
+    /// `Some(true)` once the states are stored, `Some(false)` if that failed for good.
+    pub durable: tokio::sync::watch::Receiver<Option<bool>>,
+}
+
 /// The sink's reader went away (e.g. `runtime run ... | head`): a normal end, not a failure.
 #[derive(Debug, thiserror::Error)]
 #[error("the sink was closed by its reader")]
@@ -163,6 +180,29 @@ pub trait Sink: Send {
     /// `fail` it never holds a position past a record another sink refused.
     fn keeps_positions(&self) -> bool {
         false
+    }
+
+    /// For a stateful pipeline: from now on the sink makes what it holds durable only at
+    /// checkpoints ([`Sink::seal`]), so that what it commits and the state it was made with
+    /// move together. Sinks that keep no positions ignore it.
+    fn commit_at_checkpoints(&mut self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// A checkpoint: what the sink holds now (every worker is paused at it) goes into one
+    /// commit with the checkpoint's positions and states, made once `seal.durable` says the
+    /// states are stored. Sinks that keep no positions ignore it.
+    fn seal<'a>(&'a mut self, _seal: &'a Seal) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Where a stateful pipeline may keep checkpoints beside this sink's data, and under what
+    /// name; `None` when the sink has no such place (the pipeline then needs `--checkpoints`).
+    fn checkpoint_blobs<'a>(
+        &'a mut self,
+        _ctx: &'a Context,
+    ) -> BoxFuture<'a, Result<Option<Arc<dyn blobs::Blobs>>>> {
+        Box::pin(async { Ok(None) })
     }
 
     /// Whether records keep their key and headers here (Kafka); sinks that keep values only

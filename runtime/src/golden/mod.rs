@@ -117,7 +117,7 @@ pub fn run(args: &TestArgs, out: &mut dyn std::io::Write) -> Result<Summary> {
             }
         };
         let report = match plugin.world {
-            World::Transform => transform_case(&plugin, case, args)?,
+            World::Transform | World::Stateful => transform_case(&plugin, case, args)?,
             World::Source => source_case(&plugin, case, args)?,
         };
         summary.cases += 1;

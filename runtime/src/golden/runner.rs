@@ -4,8 +4,9 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Result};
 
-use crate::plugin::{Plugin, SourceInstance, TransformInstance};
+use crate::plugin::{Plugin, SourceInstance, TransformInstance, World};
 use crate::record::Record;
+use crate::state::LaneCall;
 
 use super::cases::*;
 use super::diff::*;
@@ -26,11 +27,27 @@ pub(super) fn transform_case(
         );
     };
     let inputs = read_lines(input)?;
+    let advances: Vec<Option<i64>> = inputs.iter().map(advance_of).collect();
     let records = inputs
         .iter()
-        .map(input_record)
+        .zip(&advances)
+        .map(|(line, advance)| match advance {
+            Some(_) => Ok(Record::default()),
+            None => input_record(line),
+        })
         .collect::<Result<Vec<_>>>()?;
-    let results = run_transform(plugin, &records)?;
+    let results = if plugin.world == World::Stateful {
+        run_stateful(plugin, &records, &advances, args.now_ms)?
+    } else {
+        if let Some((line, _)) = inputs.iter().zip(&advances).find(|(_, a)| a.is_some()) {
+            bail!(
+                "{}: `$advance_ms` moves time for the timers of a stateful plugin; {} is stateless",
+                line.at,
+                plugin.name
+            );
+        }
+        run_transform(plugin, &records)?
+    };
     if args.bless {
         let lines = records
             .iter()
@@ -111,7 +128,7 @@ pub(super) fn run_transform(
     let mut instance = TransformInstance::new(plugin.clone())?;
     let mut results = Vec::with_capacity(records.len());
     for chunk in records.chunks(64) {
-        match instance.process(chunk) {
+        match instance.process(chunk, None) {
             Ok(processed) => {
                 let mut outputs = processed.outputs.into_iter();
                 for outcome in processed.outcomes {
@@ -120,7 +137,7 @@ pub(super) fn run_transform(
             }
             Err(_) => {
                 for record in chunk {
-                    results.push(match instance.process(std::slice::from_ref(record)) {
+                    results.push(match instance.process(std::slice::from_ref(record), None) {
                         Ok(p) => match p.outcomes.into_iter().next() {
                             Some(Ok(_)) => Ok(p.outputs),
                             Some(Err(e)) => Err(e),
@@ -131,6 +148,70 @@ pub(super) fn run_transform(
                 }
             }
         }
+    }
+    Ok(results)
+}
+
+/// A line `{"$advance_ms": N}` of a stateful plugin's case: processing time moves on by N ms
+/// (its timers due fire; their outputs are the line's expected outputs).
+fn advance_of(line: &Line) -> Option<i64> {
+    let map = line.json.as_ref()?.as_object()?;
+    (map.len() == 1).then_some(())?;
+    map.get("$advance_ms")?.as_i64()
+}
+
+/// Each line's outcome for a stateful plugin: one record at a time on one lane (state kept
+/// across the case), then the timers due fire, their outputs counted with the line. Time
+/// starts at `now_ms` and moves on at `$advance_ms` lines; event time moves with records'
+/// timestamps and what the plugin observes.
+fn run_stateful(
+    plugin: &Arc<Plugin>,
+    records: &[Record],
+    advances: &[Option<i64>],
+    now_ms: i64,
+) -> Result<Vec<Result<Vec<Record>, String>>> {
+    let mut instance = TransformInstance::new(plugin.clone())?;
+    let mut lane = LaneCall {
+        limit: usize::MAX,
+        now_ms,
+        ..Default::default()
+    };
+    let mut results = Vec::with_capacity(records.len());
+    for (record, advance) in records.iter().zip(advances) {
+        let mut result = match advance {
+            Some(ms) => {
+                lane.now_ms = lane.now_ms.saturating_add(*ms);
+                Ok(Vec::new())
+            }
+            None => {
+                let savepoint = lane.state.savepoint();
+                match instance.process(std::slice::from_ref(record), Some(&mut lane)) {
+                    Ok(p) => {
+                        if let Some(ts) = record.timestamp_ms {
+                            lane.observe(ts);
+                        }
+                        lane.state.keep();
+                        match p.outcomes.into_iter().next() {
+                            Some(Ok(_)) => Ok(p.outputs),
+                            Some(Err(e)) => Err(e),
+                            None => Err("no outcome".to_owned()),
+                        }
+                    }
+                    Err(e) => {
+                        lane.state.undo_to(savepoint);
+                        Err(e.to_string())
+                    }
+                }
+            }
+        };
+        for (_, fired) in instance.fire_due(&mut lane, 256)? {
+            match (&mut result, fired) {
+                (Ok(outputs), Ok(made)) => outputs.extend(made),
+                (Ok(_), Err(e)) => result = Err(format!("timer: {e}")),
+                (Err(_), _) => {}
+            }
+        }
+        results.push(result);
     }
     Ok(results)
 }

@@ -7,7 +7,41 @@ use anyhow::Result;
 
 use crate::failure::{ErrorPolicy, Failure};
 use crate::plugin::{BatchError, Stage, TransformInstance};
-use crate::record::Record;
+use crate::record::{Origin, Record};
+use crate::state::LaneCall;
+
+/// Timers one `on-timer` call is handed at most.
+const TIMERS_PER_CALL: usize = 256;
+
+/// The lane a batch belongs to, with each stateful stage's state in it.
+pub(crate) struct LaneSet {
+    pub info: LaneInfo,
+    /// Per stage index: its state in this lane (unused for stateless stages).
+    pub calls: Vec<LaneCall>,
+}
+
+/// What a lane's timers need to know of it.
+#[derive(Debug, Clone)]
+pub(crate) struct LaneInfo {
+    /// The lane's origin prefix and separator (`user_sessions/3`, `@`): timer outputs are
+    /// positioned in the lane `PREFIX SEP timers#`.
+    pub prefix: Arc<str>,
+    pub sep: char,
+    /// Whether the source reads the lane again after a restart (its timer outputs then have
+    /// positions a table passes over).
+    pub replayable: bool,
+}
+
+impl LaneInfo {
+    fn timer_origin(&self, seq: u64) -> Origin {
+        let prefix: Arc<str> = format!("{}{}timers", self.prefix, self.sep).into();
+        if self.replayable {
+            Origin::At(prefix, '#', seq)
+        } else {
+            Origin::Once(prefix, '#', seq)
+        }
+    }
+}
 
 /// Runs records through each transform in turn, each stage on its slot's live version (cut
 /// over here, at the batch boundary). With `fail`, records after the first failure are dropped
@@ -16,28 +50,51 @@ use crate::record::Record;
 /// A record a plugin routes to one of the pipeline's named `outputs` leaves the chain there and
 /// is returned with its `output` set (after the records for the main sink); one routed to a
 /// name the pipeline lacks is that record's failure.
+///
+/// A stateful stage works on its state in `lane`; after the batch, the lane's stream time takes
+/// the records' timestamps and the timers due fire, their outputs going on like the batch's.
 pub(crate) fn run_chain(
     stages: &mut [Stage],
     mut records: Vec<Record>,
     policy: ErrorPolicy,
     outputs: &[Arc<str>],
+    mut lane: Option<&mut LaneSet>,
 ) -> Result<Chained> {
     let mut failures = Vec::new();
     let mut routed = Vec::new();
     let mut routed_inputs = Vec::new();
     // For each record, the index of the batch's input it was made from.
     let mut inputs: Vec<usize> = (0..records.len()).collect();
-    for stage in stages {
-        if records.is_empty() {
-            break;
+    let first_timer_input = records.len();
+    let info = lane.as_ref().map(|l| l.info.clone());
+    for (index, stage) in stages.iter_mut().enumerate() {
+        let stateful = stage.instance.is_stateful() && lane.is_some();
+        if records.is_empty() && !stateful {
+            continue;
         }
         if let Some(took) = stage.refresh() {
             tracing::debug!(pipeline = %stage.slot.pipeline, slot = stage.slot.index, sha256 = %stage.version.plugin.compiled.sha256, cutover_us = took.as_micros() as u64, "cut over");
         }
+        let mut call = match (&mut lane, stateful) {
+            (Some(lane), true) => lane.calls.get_mut(index),
+            _ => None,
+        };
+        if let Some(c) = call.as_deref_mut() {
+            c.now_ms = crate::state::now_ms();
+        }
+        let start = call.as_ref().map(|c| c.state.savepoint());
+        let newest = records.iter().filter_map(|r| r.timestamp_ms).max();
         let result = loop {
             let mut result = StageResult::default();
             let stop_at_first = policy == ErrorPolicy::Fail;
-            isolate(&mut stage.instance, &records, 0, stop_at_first, &mut result)?;
+            isolate(
+                &mut stage.instance,
+                &records,
+                0,
+                stop_at_first,
+                &mut result,
+                call.as_deref_mut(),
+            )?;
             let seen = match result.failures.first() {
                 Some((i, _)) if result.stopped => *i + 1,
                 _ => records.len(),
@@ -49,8 +106,11 @@ pub(crate) fn run_chain(
                 && stage.refresh().is_some()
                 && !stage.version.rolled_back()
             {
-                // Its outputs are dropped: the restored version processes the batch instead,
-                // so each record's outputs come from exactly one version.
+                // Its outputs (and state changes) are dropped: the restored version processes
+                // the batch instead, so each record's outputs come from exactly one version.
+                if let (Some(c), Some(start)) = (call.as_deref_mut(), start) {
+                    c.state.undo_to(start);
+                }
                 continue;
             }
             break result;
@@ -109,6 +169,17 @@ pub(crate) fn run_chain(
             (records, inputs) = kept;
         }
         failures.extend(stage_failures);
+        if let (Some(c), Some(info)) = (call, &info) {
+            if let Some(t) = newest {
+                c.observe(t);
+            }
+            c.state.keep();
+            let (fired, fired_failures) = fire_timers(stage, c, info)?;
+            failures.extend(fired_failures);
+            let next = first_timer_input + inputs.len();
+            inputs.extend(next..next + fired.len());
+            records.extend(fired);
+        }
     }
     records.append(&mut routed);
     inputs.append(&mut routed_inputs);
@@ -165,11 +236,13 @@ fn isolate(
     base: usize,
     stop_at_first: bool,
     out: &mut StageResult,
+    mut lane: Option<&mut LaneCall>,
 ) -> Result<()> {
     if out.stopped || records.is_empty() {
         return Ok(());
     }
-    match stage.process(records) {
+    let savepoint = lane.as_ref().map(|l| l.state.savepoint());
+    match stage.process(records, lane.as_deref_mut()) {
         Ok(processed) => {
             let mut outputs = processed.outputs.into_iter();
             for (i, outcome) in processed.outcomes.into_iter().enumerate() {
@@ -192,20 +265,62 @@ fn isolate(
             }
             Ok(())
         }
-        Err(e @ BatchError::Restart { .. }) => Err(e.into()),
-        Err(e) if records.len() == 1 => {
-            out.failures.push((base, e.to_string()));
-            out.stopped = stop_at_first;
-            Ok(())
-        }
         Err(e) => {
-            tracing::debug!(
-                records = records.len(),
-                "batch failed ({e}); splitting it to isolate the bad records"
-            );
-            let mid = records.len() / 2;
-            isolate(stage, &records[..mid], base, stop_at_first, out)?;
-            isolate(stage, &records[mid..], base + mid, stop_at_first, out)
+            // Whatever the failed call changed in the lane's state goes with it.
+            if let (Some(l), Some(at)) = (lane.as_deref_mut(), savepoint) {
+                l.state.undo_to(at);
+            }
+            match e {
+                e @ BatchError::Restart { .. } => Err(e.into()),
+                e if records.len() == 1 => {
+                    out.failures.push((base, e.to_string()));
+                    out.stopped = stop_at_first;
+                    Ok(())
+                }
+                e => {
+                    tracing::debug!(
+                        records = records.len(),
+                        "batch failed ({e}); splitting it to isolate the bad records"
+                    );
+                    let mid = records.len() / 2;
+                    isolate(
+                        stage,
+                        &records[..mid],
+                        base,
+                        stop_at_first,
+                        out,
+                        lane.as_deref_mut(),
+                    )?;
+                    isolate(stage, &records[mid..], base + mid, stop_at_first, out, lane)
+                }
+            }
         }
     }
+}
+
+/// Fires the lane's due timers through the stage. Each timer's outputs are positioned in the
+/// lane's timer positions (the count of timers fired before it), so a replay after a restore
+/// gives them the same positions.
+fn fire_timers(
+    stage: &mut TransformInstance,
+    call: &mut LaneCall,
+    lane: &LaneInfo,
+) -> Result<(Vec<Record>, Vec<Failure>)> {
+    let (mut outputs, mut failures) = (Vec::new(), Vec::new());
+    let plugin = stage.plugin().name.clone();
+    for (seq, fired) in stage.fire_due(call, TIMERS_PER_CALL)? {
+        let origin = lane.timer_origin(seq);
+        match fired {
+            Ok(made) => outputs.extend(made.into_iter().map(|mut r| {
+                r.origin = Some(origin.clone());
+                r
+            })),
+            Err(message) => failures.push(Failure {
+                position: origin.to_string(),
+                message: format!("plugin {plugin}, timer: {message}"),
+                plugin: None,
+            }),
+        }
+    }
+    Ok((outputs, failures))
 }

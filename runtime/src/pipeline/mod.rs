@@ -5,9 +5,14 @@
 //! isolation) into the sinks and acknowledges it once durable; `dead_letters` writes failures.
 
 mod chain;
+mod checkpoint;
 pub(crate) mod dead_letters;
 pub(crate) mod generator;
 mod pacer;
+mod pieces;
+mod reader;
+mod sinks;
+pub(crate) mod stateful;
 mod turns;
 mod worker;
 
@@ -18,14 +23,16 @@ use std::time::Instant;
 use anyhow::{anyhow, Result};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tokio_util::task::AbortOnDropHandle;
 
 use crate::connector::{Sink, SinkClosed, Source, SourceBatch};
 use crate::failure::ErrorPolicy;
 use crate::metrics::PipelineMetrics;
 use crate::plugin::{PluginSlot, Stage};
-use crate::record::Record;
+use checkpoint::Checkpoints;
 use dead_letters::DeadLetters;
+use pieces::{log_progress, split_at_bytes, MAX_BATCH_BYTES};
+use stateful::Checkpointing;
+use worker::Work;
 
 pub(crate) use chain::run_chain;
 
@@ -72,81 +79,13 @@ pub(crate) struct Pipeline {
     pub dead_letters: Option<DeadLetters>,
     /// How often to log progress while records flow (`None`: never).
     pub progress_every: Option<std::time::Duration>,
+    /// How a chain with stateful plugins checkpoints its state (`None`: no such plugin).
+    pub checkpointing: Option<Arc<Checkpointing>>,
 }
 
 /// Batches queued per worker: bounded, so memory stays bounded when the sink is slower than the
 /// source (batches awaiting acknowledgement are bounded by the sink).
 const WORKER_QUEUE: usize = 4;
-
-/// A batch's records are cut into plugin calls of at most this many bytes (keys and values), so
-/// large records stay within the plugin's memory cap at any batch size.
-const MAX_BATCH_BYTES: usize = 4 << 20;
-
-/// Cuts `batch` into pieces of at most `max_bytes` (at least one record each) for the same
-/// worker. Only the last piece carries the ack and the source error: a worker acks in order, so
-/// the source position moves once every piece is durable.
-fn split_at_bytes(mut batch: SourceBatch, max_bytes: usize) -> Vec<SourceBatch> {
-    let size = |r: &Record| r.value.len() + r.key.as_ref().map_or(0, |k| k.len());
-    if batch.records.iter().map(size).sum::<usize>() <= max_bytes {
-        return vec![batch];
-    }
-    let mut pieces = Vec::new();
-    let mut records = std::mem::take(&mut batch.records).into_iter().peekable();
-    while records.peek().is_some() {
-        let mut piece = Vec::new();
-        let mut bytes = 0;
-        while let Some(r) = records.next_if(|r| piece.is_empty() || bytes + size(r) <= max_bytes) {
-            bytes += size(&r);
-            piece.push(r);
-        }
-        pieces.push(SourceBatch {
-            records: piece,
-            error: None,
-            lane: batch.lane,
-            ack: None,
-        });
-    }
-    let last = pieces.last_mut().expect("the batch had records");
-    last.ack = batch.ack.take();
-    last.error = batch.error.take();
-    pieces
-}
-
-/// Logs the pipeline's counters and rate every `every` while they move, until dropped.
-fn log_progress(
-    metrics: &Arc<PipelineMetrics>,
-    every: std::time::Duration,
-) -> AbortOnDropHandle<()> {
-    let metrics = metrics.clone();
-    let task = async move {
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last = (0, 0, 0);
-        loop {
-            tick.tick().await;
-            let now = (
-                metrics.records_in.load(Relaxed),
-                metrics.records_out.load(Relaxed),
-                metrics.records_failed.load(Relaxed),
-            );
-            if now != last {
-                let rate = (now.0 - last.0) as f64 / every.as_secs_f64();
-                let (records_in, records_out, records_failed) = now;
-                tracing::info!(
-                    records_in,
-                    records_out,
-                    records_failed,
-                    "progress: {rate:.0} records/s in"
-                );
-                last = now;
-            }
-        }
-    };
-    AbortOnDropHandle::new(tokio::spawn(tracing::Instrument::instrument(
-        task,
-        tracing::Span::current(),
-    )))
-}
 
 /// The first error of a pipeline's end; later ones are logged, never lost.
 struct Errors(Option<anyhow::Error>);
@@ -161,8 +100,8 @@ impl Errors {
 }
 
 struct Worker {
-    /// Batches, each with its turn to write when the source is spread in order.
-    batches: mpsc::Sender<(SourceBatch, Option<u64>)>,
+    /// Batches (each with its turn to write when the source is spread in order) and barriers.
+    batches: mpsc::Sender<Work>,
     done: JoinHandle<Result<()>>,
 }
 
@@ -181,20 +120,27 @@ impl Pipeline {
         let mut pool: Vec<Option<Worker>> = (0..workers).map(|_| None).collect();
         // One ordered stream into sinks that keep the order of writes: batches go round the
         // workers, written in turn. (Into objects, each worker's object would hold every
-        // other batch: such a stream stays on one worker.)
+        // other batch: such a stream stays on one worker. A stateful chain keeps state per
+        // lane: stdin is one lane, on one worker.)
         let in_order = self.sink.keeps_write_order()
             && self.outputs.iter().all(|(_, s)| s.keeps_write_order())
             && self
                 .dead_letters
                 .as_ref()
                 .is_none_or(DeadLetters::keeps_write_order);
-        let turns =
-            (self.source.spread_in_order() && in_order).then(|| Arc::new(turns::Turns::new()));
+        let spread = self.source.spread_in_order() && in_order && self.checkpointing.is_none();
+        let turns = spread.then(|| Arc::new(turns::Turns::new()));
+        let mut checkpoints = self.checkpointing.clone().map(Checkpoints::new);
+        let stored = checkpoints.as_ref().map(Checkpoints::stored);
         let (mut batches_read, mut next_turn) = (0usize, 0u64);
         // The first worker starts now, so a plugin whose `init` fails stops the run at once.
-        pool[0] = Some(self.start_worker(&stopped_tx, turns.clone())?);
+        pool[0] = Some(self.start_worker(&stopped_tx, turns.clone(), stored.clone())?);
         let mut records_in = 0u64;
         let mut pacer = pacer::Pacer::new(self.rate, Instant::now());
+        let source = std::mem::replace(&mut self.source, Box::new(Finished));
+        let mut reader = reader::Reader::start(source);
+        // Records granted by the pacer for a batch asked for and not handed over yet.
+        let mut granted: Option<usize> = None;
         // A source that fails, or a worker that cannot start, stops reading; what was read is
         // still finished and acknowledged below before the error is reported.
         let mut read_error = None;
@@ -215,24 +161,37 @@ impl Pipeline {
             if max == 0 {
                 break;
             }
-            let granted = match pacer.grant(Instant::now(), max as u32) {
-                Ok(n) => n as usize,
-                Err(wait) => {
-                    tokio::select! {
-                        biased;
-                        _ = shutdown.changed() => {}
-                        _ = stopped.changed() => {}
-                        _ = tokio::time::sleep(wait) => {}
+            let wait = match granted {
+                Some(_) => None,
+                None => match pacer.grant(Instant::now(), max as u32) {
+                    Ok(n) => {
+                        granted = Some(n as usize);
+                        None
                     }
-                    continue;
-                }
+                    Err(wait) => Some(wait),
+                },
             };
+            let checkpoint_due = checkpoint_due(checkpoints.as_ref());
             let batch = tokio::select! {
                 biased;
                 _ = shutdown.changed() => continue,
                 _ = stopped.changed() => continue,
-                batch = self.source.next_batch(granted) => batch,
+                _ = checkpoint_due => {
+                    if let Some(c) = &mut checkpoints {
+                        if let Err(e) = self.checkpoint(c, &pool).await {
+                            // A worker that stopped says why itself.
+                            if !e.is::<checkpoint::WorkerStopped>() {
+                                read_error = Some(e);
+                            }
+                            break;
+                        }
+                    }
+                    continue;
+                }
+                _ = tokio::time::sleep(wait.unwrap_or_default()), if wait.is_some() => continue,
+                batch = reader.next(granted.unwrap_or(max)), if granted.is_some() => batch,
             };
+            let asked = granted.take().unwrap_or(max);
             let batch = match batch {
                 Ok(Some(batch)) => batch,
                 Ok(None) => break,
@@ -245,7 +204,7 @@ impl Pipeline {
                 tracing::info!("first records read");
             }
             let read = batch.records.len() + usize::from(batch.error.is_some());
-            pacer.refund(granted.saturating_sub(read) as u32);
+            pacer.refund(asked.saturating_sub(read) as u32);
             records_in += read as u64;
             let slot = match turns {
                 Some(_) => batches_read % workers,
@@ -253,7 +212,7 @@ impl Pipeline {
             };
             batches_read += 1;
             if pool[slot].is_none() {
-                match self.start_worker(&stopped_tx, turns.clone()) {
+                match self.start_worker(&stopped_tx, turns.clone(), stored.clone()) {
                     Ok(worker) => pool[slot] = Some(worker),
                     Err(e) => {
                         read_error = Some(e);
@@ -265,15 +224,31 @@ impl Pipeline {
             for piece in split_at_bytes(batch, MAX_BATCH_BYTES) {
                 let turn = turns.as_ref().map(|_| next_turn);
                 next_turn += 1;
-                if worker.batches.send((piece, turn)).await.is_err() {
+                if worker.batches.send(Work::Batch(piece, turn)).await.is_err() {
                     break 'read; // the worker stopped: its result says why
                 }
             }
         }
+        let mut errors = Errors(read_error);
+        let mut source = match reader.finish().await {
+            Ok(source) => Some(source),
+            Err(e) => {
+                errors.add(e);
+                None
+            }
+        };
+        // The last checkpoint takes in everything read; it is stored before the sinks close.
+        if let Some(c) = &mut checkpoints {
+            match self.checkpoint(c, &pool).await {
+                Ok(()) => {}
+                Err(e) if e.is::<checkpoint::WorkerStopped>() => {}
+                Err(e) => errors.add(e),
+            }
+            c.flush().await;
+        }
         // Only the workers' handles on the sinks stay: a sink holding records back (a table
         // commits on a timer) writes them once its last handle is dropped, not at its next tick.
         let Pipeline {
-            mut source,
             sink,
             outputs,
             dead_letters,
@@ -293,7 +268,6 @@ impl Pipeline {
         // The error to report is the cause: a read error comes before any worker stopped (the
         // loop stops reading once one has), and a worker's own error before the turns it
         // closed on the others, which are only its consequence.
-        let mut errors = Errors(read_error);
         for done in done {
             match done.await {
                 Ok(Ok(())) => {}
@@ -306,8 +280,10 @@ impl Pipeline {
             }
         }
         // Positions are committed only for batches every worker acknowledged above.
-        if let Err(e) = source.finish().await {
-            errors.add(e);
+        if let Some(source) = &mut source {
+            if let Err(e) = source.finish().await {
+                errors.add(e);
+            }
         }
         if let Some(e) = errors.0 {
             return Err(e);
@@ -317,17 +293,42 @@ impl Pipeline {
         Ok(Stats::of(&metrics))
     }
 
+    /// A checkpoint across the workers started, sealing the sinks that keep positions.
+    async fn checkpoint(&mut self, c: &mut Checkpoints, pool: &[Option<Worker>]) -> Result<()> {
+        let workers: Vec<_> = pool.iter().flatten().map(|w| &w.batches).collect();
+        let mut sinks: Vec<&mut Box<dyn Sink>> = std::iter::once(&mut self.sink)
+            .chain(self.outputs.iter_mut().map(|(_, s)| s))
+            .collect();
+        c.take(&workers, &mut sinks, &self.metrics).await
+    }
+
     fn start_worker(
         &self,
         stopped: &watch::Sender<bool>,
         turns: Option<Arc<turns::Turns>>,
+        stored: Option<watch::Receiver<u64>>,
     ) -> Result<Worker> {
         let chain = self
             .plugins
             .iter()
             .map(|slot| Stage::new(slot.clone()))
             .collect::<Result<Vec<_>>>()?;
-        let sinks = worker::Sinks {
+        let stateful = match (&self.checkpointing, stored) {
+            (Some(config), Some(checkpointed)) => {
+                let indices: Vec<usize> = chain
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.instance.is_stateful())
+                    .map(|(i, _)| i)
+                    .collect();
+                Some(worker::StatefulWork {
+                    lanes: stateful::Lanes::new(config.clone(), indices, chain.len()),
+                    checkpointed,
+                })
+            }
+            _ => None,
+        };
+        let sinks = sinks::Sinks {
             main: self.sink.fork()?,
             outputs: self
                 .outputs
@@ -345,13 +346,40 @@ impl Pipeline {
         // Its log lines carry the pipeline's span.
         let done = tokio::spawn(tracing::Instrument::instrument(
             async move {
-                let result = worker::work(rx, chain, sinks, policy, &metrics, turns).await;
+                let result =
+                    worker::work(rx, chain, sinks, policy, &metrics, turns, stateful).await;
                 stopped.send_replace(true);
                 result
             },
             tracing::Span::current(),
         ));
         Ok(Worker { batches, done })
+    }
+}
+
+/// Resolves when the next checkpoint is due, by time or because a sink asks for one (a
+/// request made while nobody waits is kept for the next wait); never without checkpoints.
+async fn checkpoint_due(checkpoints: Option<&Checkpoints>) {
+    match checkpoints {
+        Some(c) => {
+            tokio::select! {
+                _ = tokio::time::sleep_until(c.next) => {}
+                _ = c.config.requests.notified() => {}
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// What stands in for the source once its reader has it.
+struct Finished;
+
+impl Source for Finished {
+    fn next_batch(
+        &mut self,
+        _max: usize,
+    ) -> crate::connector::BoxFuture<'_, Result<Option<SourceBatch>>> {
+        Box::pin(async { Ok(None) })
     }
 }
 

@@ -2,6 +2,8 @@
 use super::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::record::Record;
+
 #[test]
 fn large_batches_are_cut_by_bytes_and_acked_once_at_the_end() {
     let acks = Arc::new(AtomicUsize::new(0));
@@ -18,6 +20,7 @@ fn large_batches_are_cut_by_bytes_and_acked_once_at_the_end() {
         ack: Some(Box::new(move || {
             counted.fetch_add(1, Ordering::SeqCst);
         })),
+        restart: false,
     };
     let pieces = split_at_bytes(batch, 1000);
     let lens: Vec<Vec<usize>> = pieces
@@ -67,6 +70,7 @@ fn plain(source: Box<dyn Source>, sink: Box<dyn Sink>) -> Pipeline {
         metrics: Arc::default(),
         dead_letters: None,
         progress_every: None,
+        checkpointing: None,
     }
 }
 
@@ -125,6 +129,7 @@ async fn batches_are_acknowledged_only_once_their_outputs_are_durable() {
                 error: None,
                 lane: id % 2,
                 ack: Some(Box::new(move || acked.lock().unwrap().push(id))),
+                restart: false,
             }
         })
         .collect();

@@ -19,14 +19,25 @@ pub(super) mod source {
     });
 }
 
+pub(super) mod stateful {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "sluice:plugin/stateful",
+        with: { "sluice:plugin/host": super::transform::sluice::plugin::host },
+    });
+}
+
+pub(super) use stateful::sluice::plugin::{state, timers};
 pub(super) use transform::sluice::plugin::host;
 
 /// What a plugin's `Store` holds: its WASI context (no files, network or environment), its
-/// memory limit and a buffer of what it wrote to stderr (a panic message, for error reports).
+/// memory limit, a buffer of what it wrote to stderr (a panic message, for error reports) and,
+/// for a stateful plugin during a call, the state of the lane being processed.
 pub struct HostState {
     pub plugin: std::sync::Arc<str>,
     pub limits: super::limits::MemoryWatch,
     pub stderr: MemoryOutputPipe,
+    pub lane: Option<crate::state::LaneCall>,
     wasi: WasiCtx,
     table: ResourceTable,
 }
@@ -58,6 +69,7 @@ impl HostState {
             plugin,
             limits,
             stderr,
+            lane: None,
             wasi,
             table: ResourceTable::new(),
         }
@@ -108,6 +120,80 @@ impl host::Host for HostState {
             host::Level::Warn => tracing::warn!(target: "plugin", plugin, "{message}"),
             host::Level::Error => tracing::error!(target: "plugin", plugin, "{message}"),
         }
+    }
+}
+
+/// The `state` and `timers` imports work on the lane the host put in the store for the call;
+/// outside a call of a stateful plugin there is none (a transform cannot import them), and
+/// they see an empty lane that keeps nothing.
+impl state::Host for HostState {
+    fn get_many(&mut self, keys: Vec<Vec<u8>>) -> Vec<Option<Vec<u8>>> {
+        match &self.lane {
+            Some(lane) => keys.iter().map(|k| lane.get(k)).collect(),
+            None => vec![None; keys.len()],
+        }
+    }
+
+    fn put_many(&mut self, entries: Vec<state::Entry>) -> Result<(), String> {
+        let Some(lane) = &mut self.lane else {
+            return Err("no state outside a call".to_owned());
+        };
+        let entries = entries
+            .into_iter()
+            .map(|e| (e.key, e.value, e.ttl_ms))
+            .collect();
+        lane.put_many(entries).map_err(|e| e.to_string())
+    }
+
+    fn delete_many(&mut self, keys: Vec<Vec<u8>>) {
+        if let Some(lane) = &mut self.lane {
+            for k in &keys {
+                lane.delete(k);
+            }
+        }
+    }
+
+    fn scan(
+        &mut self,
+        prefix: Vec<u8>,
+        start_after: Option<Vec<u8>>,
+        max: u32,
+    ) -> Vec<(Vec<u8>, Vec<u8>)> {
+        match &self.lane {
+            Some(lane) => lane.scan(&prefix, start_after.as_deref(), max as usize),
+            None => Vec::new(),
+        }
+    }
+}
+
+fn domain(d: timers::Domain) -> crate::state::Domain {
+    match d {
+        timers::Domain::EventTime => crate::state::Domain::Event,
+        timers::Domain::ProcessingTime => crate::state::Domain::Processing,
+    }
+}
+
+impl timers::Host for HostState {
+    fn register(&mut self, key: Vec<u8>, at_ms: i64, d: timers::Domain) {
+        if let Some(lane) = &mut self.lane {
+            lane.register(key, at_ms, domain(d));
+        }
+    }
+
+    fn delete(&mut self, key: Vec<u8>, at_ms: i64, d: timers::Domain) {
+        if let Some(lane) = &mut self.lane {
+            lane.unregister(key, at_ms, domain(d));
+        }
+    }
+
+    fn observe_event_time(&mut self, at_ms: i64) {
+        if let Some(lane) = &mut self.lane {
+            lane.observe(at_ms);
+        }
+    }
+
+    fn stream_time(&mut self) -> Option<i64> {
+        self.lane.as_ref().and_then(|l| l.stream_time())
     }
 }
 

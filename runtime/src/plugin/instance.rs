@@ -9,9 +9,12 @@ use bytes::Bytes;
 use sluice_wire as wire;
 use wasmtime::{Store, Trap};
 
-use super::bindings::{source::Source, transform::Transform, HostState};
+use super::bindings::{
+    source::Source, stateful::Stateful, timers, transform::Transform, HostState,
+};
 use super::{Plugin, Pre};
 use crate::record::{Origin, Record};
+use crate::state::{Domain, LaneCall, Timer};
 
 /// Why a whole batch failed. Each input record's own failure is an outcome, not this.
 #[derive(Debug, thiserror::Error)]
@@ -103,10 +106,19 @@ fn describe_trap(plugin: &Plugin, store: &Store<HostState>, error: &wasmtime::Er
     }
 }
 
-/// A transform plugin instance with its own store.
+/// The exports of a transform: stateless, or with state and timers.
+enum Exports {
+    Transform(Transform),
+    Stateful(Stateful),
+}
+
+/// A timer fired: its sequence number among its lane's fired timers, and its outputs or error.
+pub type FiredTimer = (u64, Result<Vec<Record>, String>);
+
+/// A transform plugin instance (either world) with its own store.
 pub struct TransformInstance {
     plugin: Arc<Plugin>,
-    live: Option<(Store<HostState>, Transform)>,
+    live: Option<(Store<HostState>, Exports)>,
     input: Vec<u8>,
 }
 
@@ -121,23 +133,147 @@ impl TransformInstance {
         })
     }
 
-    fn instantiate(plugin: &Plugin) -> Result<(Store<HostState>, Transform)> {
-        instantiate(
-            plugin,
-            |store, pre| match pre {
-                Pre::Transform(pre) => pre.instantiate(store),
-                Pre::Source(_) => wasmtime::bail!("expected a transform plugin"),
-            },
-            |b: &Transform, store| b.call_init(store, &plugin.config),
-        )
+    fn instantiate(plugin: &Plugin) -> Result<(Store<HostState>, Exports)> {
+        match &plugin.pre {
+            Pre::Stateful(_) => instantiate(
+                plugin,
+                |store, pre| match pre {
+                    Pre::Stateful(pre) => pre.instantiate(store).map(Exports::Stateful),
+                    _ => wasmtime::bail!("expected a stateful plugin"),
+                },
+                |b: &Exports, store| match b {
+                    Exports::Stateful(b) => b.call_init(store, &plugin.config),
+                    Exports::Transform(b) => b.call_init(store, &plugin.config),
+                },
+            ),
+            _ => instantiate(
+                plugin,
+                |store, pre| match pre {
+                    Pre::Transform(pre) => pre.instantiate(store).map(Exports::Transform),
+                    _ => wasmtime::bail!("expected a transform plugin"),
+                },
+                |b: &Exports, store| match b {
+                    Exports::Stateful(b) => b.call_init(store, &plugin.config),
+                    Exports::Transform(b) => b.call_init(store, &plugin.config),
+                },
+            ),
+        }
     }
 
     pub fn plugin(&self) -> &Arc<Plugin> {
         &self.plugin
     }
 
-    /// Runs one batch through the plugin.
-    pub fn process(&mut self, records: &[Record]) -> Result<Processed, BatchError> {
+    /// Whether the plugin keeps state and timers (the `stateful` world).
+    pub fn is_stateful(&self) -> bool {
+        matches!(self.plugin.pre, Pre::Stateful(_))
+    }
+
+    /// Runs one batch through the plugin; a stateful one works on `lane` (whose changes the
+    /// caller keeps or undoes by the result).
+    pub fn process(
+        &mut self,
+        records: &[Record],
+        lane: Option<&mut LaneCall>,
+    ) -> Result<Processed, BatchError> {
+        self.input.clear();
+        let at = wire::begin_count(&mut self.input);
+        for r in records {
+            put_record(&mut self.input, r);
+        }
+        wire::patch_count(&mut self.input, at, records.len() as u32);
+        let input = std::mem::take(&mut self.input);
+        let result = self.call(lane, |store, exports| match exports {
+            Exports::Transform(b) => b.call_process(store, &input),
+            Exports::Stateful(b) => b.call_process(store, &input),
+        });
+        self.input = input;
+        let out = result?;
+        decode_outcomes(Bytes::from(out), records, |input, record| {
+            record.origin.clone_from(&input.origin)
+        })
+        .map_err(|error| BatchError::Malformed {
+            plugin: self.plugin.name.clone(),
+            error,
+        })
+    }
+
+    /// Hands fired timers (all of `lane`) to a stateful plugin. The outputs carry no origin:
+    /// the caller gives them the lane's timer positions.
+    pub fn on_timer(
+        &mut self,
+        fired: &[Timer],
+        lane: &mut LaneCall,
+    ) -> Result<Processed, BatchError> {
+        let wit: Vec<timers::Fired> = fired
+            .iter()
+            .map(|t| timers::Fired {
+                key: t.key.clone(),
+                at_ms: t.at_ms,
+                domain: match t.domain {
+                    Domain::Event => timers::Domain::EventTime,
+                    Domain::Processing => timers::Domain::ProcessingTime,
+                },
+            })
+            .collect();
+        let out = self.call(Some(lane), |store, exports| match exports {
+            Exports::Stateful(b) => b.call_on_timer(store, &wit),
+            Exports::Transform(_) => wasmtime::bail!("a stateless plugin has no timers"),
+        })?;
+        let n = fired.len();
+        let inputs = vec![Record::default(); n];
+        decode_outcomes(Bytes::from(out), &inputs, |_, _| {}).map_err(|error| {
+            BatchError::Malformed {
+                plugin: self.plugin.name.clone(),
+                error,
+            }
+        })
+    }
+
+    /// Fires the lane's timers due (event-time ones at its stream time, processing-time ones at
+    /// `lane.now_ms`) through the plugin, in time order, up to `per_call` a call. For each
+    /// timer: its sequence number among the lane's fired timers (where its outputs stand) and
+    /// its outputs or error. A call that fails as a whole fails each of its timers, which stay
+    /// fired (its state changes are undone); only an instance that cannot restart is an error.
+    pub fn fire_due(
+        &mut self,
+        lane: &mut LaneCall,
+        per_call: usize,
+    ) -> Result<Vec<FiredTimer>, BatchError> {
+        let mut fired = Vec::new();
+        loop {
+            let first = lane.state.fired();
+            let due = lane.state.take_due(lane.now_ms, per_call);
+            if due.is_empty() {
+                return Ok(fired);
+            }
+            let savepoint = lane.state.savepoint();
+            match self.on_timer(&due, lane) {
+                Ok(processed) => {
+                    let mut made = processed.outputs.into_iter();
+                    for (k, outcome) in processed.outcomes.into_iter().enumerate() {
+                        let outputs = outcome.map(|n| made.by_ref().take(n as usize).collect());
+                        fired.push((first + k as u64, outputs));
+                    }
+                }
+                Err(e @ BatchError::Restart { .. }) => return Err(e),
+                Err(e) => {
+                    lane.state.undo_to(savepoint);
+                    let message = e.to_string();
+                    fired.extend((0..due.len()).map(|k| (first + k as u64, Err(message.clone()))));
+                }
+            }
+            lane.state.keep();
+        }
+    }
+
+    /// One call under the plugin's limits, on a fresh instance after a trap; a stateful
+    /// plugin's lane is in the store for the call only.
+    fn call(
+        &mut self,
+        mut lane: Option<&mut LaneCall>,
+        f: impl FnOnce(&mut Store<HostState>, &Exports) -> wasmtime::Result<Result<Vec<u8>, String>>,
+    ) -> Result<Vec<u8>, BatchError> {
         let name = &self.plugin.name;
         if self.live.is_none() {
             let fresh = Self::instantiate(&self.plugin).map_err(|e| BatchError::Restart {
@@ -146,23 +282,17 @@ impl TransformInstance {
             })?;
             self.live = Some(fresh);
         }
-        let (store, bindings) = self.live.as_mut().expect("instantiated above");
-
-        self.input.clear();
-        let at = wire::begin_count(&mut self.input);
-        for r in records {
-            put_record(&mut self.input, r);
+        let (store, exports) = self.live.as_mut().expect("instantiated above");
+        if let Some(lane) = lane.as_deref_mut() {
+            store.data_mut().lane = Some(std::mem::take(lane));
         }
-        wire::patch_count(&mut self.input, at, records.len() as u32);
-
         arm(&self.plugin, store);
-        match bindings.call_process(&mut *store, &self.input) {
-            Ok(Ok(out)) => {
-                decode_outcomes(Bytes::from(out), records).map_err(|error| BatchError::Malformed {
-                    plugin: name.clone(),
-                    error,
-                })
-            }
+        let result = f(&mut *store, exports);
+        if let Some(lane) = lane {
+            *lane = store.data_mut().lane.take().unwrap_or_default();
+        }
+        match result {
+            Ok(Ok(out)) => Ok(out),
             Ok(Err(message)) => Err(BatchError::Failed {
                 plugin: name.clone(),
                 message,
@@ -209,7 +339,12 @@ fn to_record(buf: &Bytes, m: &wire::MessageRef<'_>) -> Record {
     }
 }
 
-fn decode_outcomes(buf: Bytes, inputs: &[Record]) -> Result<Processed, wire::WireError> {
+/// The outcomes of `inputs`; `mark` gives each output what it keeps of its input (the origin).
+fn decode_outcomes(
+    buf: Bytes,
+    inputs: &[Record],
+    mark: impl Fn(&Record, &mut Record),
+) -> Result<Processed, wire::WireError> {
     let mut r = wire::Reader::new(&buf);
     let n = r.count(wire::MIN_OUTCOME_SIZE)? as usize;
     if n != inputs.len() {
@@ -227,7 +362,7 @@ fn decode_outcomes(buf: Bytes, inputs: &[Record]) -> Result<Processed, wire::Wir
             Ok(count) => {
                 for _ in 0..count {
                     let mut record = to_record(&buf, &r.message()?);
-                    record.origin.clone_from(&input.origin);
+                    mark(input, &mut record);
                     processed.outputs.push(record);
                 }
                 processed.outcomes.push(Ok(count));
@@ -256,7 +391,7 @@ impl SourceInstance {
             plugin,
             |store, pre| match pre {
                 Pre::Source(pre) => pre.instantiate(store),
-                Pre::Transform(_) => wasmtime::bail!("expected a source plugin"),
+                _ => wasmtime::bail!("expected a source plugin"),
             },
             |b: &Source, store| b.call_init(store, &plugin.config),
         )

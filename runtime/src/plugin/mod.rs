@@ -35,6 +35,8 @@ pub const CONTRACT: &str = "sluice:plugin@0.1.0";
 pub enum World {
     Transform,
     Source,
+    /// A transform with keyed state and timers.
+    Stateful,
 }
 
 impl fmt::Display for World {
@@ -42,6 +44,7 @@ impl fmt::Display for World {
         f.write_str(match self {
             World::Transform => "transform",
             World::Source => "source",
+            World::Stateful => "stateful",
         })
     }
 }
@@ -96,6 +99,8 @@ impl PluginEngine {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         bindings::host::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+        bindings::state::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+        bindings::timers::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let (ticking, stop) = (engine.clone(), ticker_stop.clone());
@@ -162,7 +167,8 @@ impl PluginEngine {
         let pre = self.linker.instantiate_pre(&compiled.component).map_err(|e| {
             anyhow!(
                 "{display} needs an import Sluice does not provide ({e:#}); plugins may import only \
-                 `sluice:plugin/host` and WASI 0.2 interfaces"
+                 `sluice:plugin/host`, `sluice:plugin/state`, `sluice:plugin/timers` and WASI 0.2 \
+                 interfaces"
             )
         })?;
         let wrong_shape = |e: wasmtime::Error| {
@@ -174,6 +180,9 @@ impl PluginEngine {
             }
             World::Source => {
                 Pre::Source(bindings::source::SourcePre::new(pre).map_err(wrong_shape)?)
+            }
+            World::Stateful => {
+                Pre::Stateful(bindings::stateful::StatefulPre::new(pre).map_err(wrong_shape)?)
             }
         };
         let name = path
@@ -272,13 +281,15 @@ impl Compiled {
             .map(|(n, _)| n.to_string())
             .collect();
         let has = |n: &str| exports.iter().any(|e| e == n);
-        match (has("init"), has("process"), has("next")) {
-            (true, true, false) => Ok(World::Transform),
-            (true, false, true) => Ok(World::Source),
+        match (has("init"), has("process"), has("next"), has("on-timer")) {
+            (true, true, false, false) => Ok(World::Transform),
+            (true, true, false, true) => Ok(World::Stateful),
+            (true, false, true, false) => Ok(World::Source),
             _ => bail!(
                 "{} is a component but not a Sluice plugin: it exports [{}], while the `transform` world \
-                 of {CONTRACT} exports `init` and `process` and the `source` world `init` and `next`; \
-                 build it with sluice_sdk::transform! or sluice_sdk::source!",
+                 of {CONTRACT} exports `init` and `process`, the `stateful` world `init`, `process` and \
+                 `on-timer`, and the `source` world `init` and `next`; build it with \
+                 sluice_sdk::transform!, sluice_sdk::stateful! or sluice_sdk::source!",
                 self.path.display(),
                 exports.join(", ")
             ),
@@ -309,6 +320,7 @@ fn type_name(t: &wasmtime::component::Type) -> String {
 enum Pre {
     Transform(bindings::transform::TransformPre<HostState>),
     Source(bindings::source::SourcePre<HostState>),
+    Stateful(bindings::stateful::StatefulPre<HostState>),
 }
 
 /// A loaded plugin version: checked against its world, ready to instantiate.
@@ -336,7 +348,7 @@ impl Plugin {
                 },
                 self.limits.capabilities.unwrap_or(match self.world {
                     World::Source => Capabilities::ALL,
-                    World::Transform => Capabilities::default(),
+                    World::Transform | World::Stateful => Capabilities::default(),
                 }),
             ),
         );

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, Result};
 
-use super::{Limits, Plugin, PluginEngine, TransformInstance, World};
+use super::{Limits, Plugin, PluginEngine, TransformInstance};
 use crate::sync::Locked;
 
 /// Previous versions kept loadable for rollback.
@@ -177,12 +177,14 @@ impl PluginSlot {
         let _one_at_a_time = self.swapping.lock().await;
         let settings = self.settings.locked().clone();
         let (engine, limits, path_owned) = (self.engine.clone(), self.limits, path.to_owned());
+        // A stateful version takes over the running one's state: it must be stateful too.
+        let world = self.live().plugin.world;
         // Compile, check and init off the hot path (and off the async threads).
         let loaded = tokio::task::spawn_blocking(move || -> Result<Arc<Plugin>> {
             let plugin = engine.load(&path_owned, settings, limits)?;
-            if plugin.world != World::Transform {
+            if plugin.world != world {
                 return Err(anyhow!(
-                    "{} implements the `{}` world; this slot runs a transform",
+                    "{} implements the `{}` world; this slot runs a `{world}` plugin",
                     path_owned.display(),
                     plugin.world
                 ));

@@ -25,7 +25,9 @@ pub fn uri(catalog: &str, table: &str, params: &str) -> String {
 
 /// What pyiceberg sees in a table: row and distinct `session_id` counts, columns, the data
 /// files and the snapshots' Sluice properties.
-const READ: &str = r#"
+/// The catalog the arguments name (`rest CATALOG TABLE S3` or `sqlite DB TABLE WAREHOUSE`)
+/// as `c`, and the table as `t`: the start of every script here.
+const CONNECT: &str = r#"
 import json, sys
 kind, where, table = sys.argv[1], sys.argv[2], sys.argv[3]
 if kind == "rest":
@@ -39,6 +41,9 @@ else:
     from pyiceberg.catalog.sql import SqlCatalog
     c = SqlCatalog("sluice", uri="sqlite:///" + where, warehouse="file://" + sys.argv[4])
 t = c.load_table(table)
+"#;
+
+const READ: &str = r#"
 df = t.scan().to_arrow()
 ids = df.column("session_id").to_pylist() if "session_id" in df.column_names else []
 out = {
@@ -65,7 +70,46 @@ pub fn read_sqlite(db: &str, warehouse: &str, table: &str) -> serde_json::Value 
 }
 
 fn read(args: &[&str]) -> serde_json::Value {
-    python(READ, args).unwrap_or_else(|e| panic!("pyiceberg: {e}"))
+    python(&format!("{CONNECT}{READ}"), args).unwrap_or_else(|e| panic!("pyiceberg: {e}"))
+}
+
+/// A rollup's table against an independent count: the sessions of a file (JSON lines with
+/// `timestamp` in RFC 3339, `country`, `status`) counted per 60 s window, country and status,
+/// and the table's `sessions` summed per the same. Keys that differ, by kind, first few each.
+const ROLLUP: &str = r#"
+import collections, datetime
+want = collections.Counter()
+for line in open(sys.argv[5]):
+    s = json.loads(line)
+    at = datetime.datetime.fromisoformat(s["timestamp"].replace("Z", "+00:00"))
+    start = datetime.datetime.fromtimestamp(int(at.timestamp()) // 60 * 60, datetime.timezone.utc)
+    want[(start.strftime("%Y-%m-%dT%H:%M:%SZ"), s["country"], s["status"])] += 1
+got = collections.Counter()
+rows = t.scan().to_arrow().to_pylist()
+for r in rows:
+    got[(r["window_start"], r["country"], r["status"])] += r["sessions"]
+print(json.dumps([{
+    "expected": len(want),
+    "rows": len(rows),
+    "sessions": sum(got.values()),
+    "missing": [list(k) for k in want if k not in got][:5],
+    "wrong": [[*k, want[k], got[k]] for k in want if k in got and got[k] != want[k]][:5],
+    "extra": [list(k) for k in got if k not in want][:5],
+}]))
+"#;
+
+/// [`ROLLUP`] for the table through the REST catalog.
+pub fn rollup_check(
+    catalog: &str,
+    s3: &str,
+    table: &str,
+    sessions: &std::path::Path,
+) -> Result<serde_json::Value, String> {
+    let file = sessions.to_str().expect("utf-8 path");
+    python(
+        &format!("{CONNECT}{ROLLUP}"),
+        &["rest", catalog, table, s3, file],
+    )
 }
 
 /// What a pyiceberg `script` prints (a JSON list of one value), or its stderr.
@@ -86,17 +130,11 @@ fn python(script: &str, args: &[&str]) -> Result<serde_json::Value, String> {
 
 /// The current snapshot's `total-records`, without reading the data.
 const COUNT: &str = r#"
-import json, sys
-from pyiceberg.catalog.rest import RestCatalog
-c = RestCatalog("t", uri="http://" + sys.argv[2], warehouse="warehouse", credential="admin:password",
-                **{"s3.endpoint": "http://" + sys.argv[4], "s3.access-key-id": "admin",
-                   "s3.secret-access-key": "password", "s3.region": "us-east-1",
-                   "s3.path-style-access": "true"})
-s = c.load_table(sys.argv[3]).current_snapshot()
+s = t.current_snapshot()
 print(json.dumps([{"rows": int(s.summary["total-records"]) if s else 0}]))
 "#;
 
 /// Rows pyiceberg sees now, or `None` while the table does not exist.
 pub fn rows_rest(catalog: &str, s3: &str, table: &str) -> Option<u64> {
-    python(COUNT, &["rest", catalog, table, s3]).ok()?["rows"].as_u64()
+    python(&format!("{CONNECT}{COUNT}"), &["rest", catalog, table, s3]).ok()?["rows"].as_u64()
 }

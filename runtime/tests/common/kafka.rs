@@ -78,6 +78,28 @@ pub fn sink_uri(broker: &str, topic: &str) -> String {
 
 /// Produces `(key, value)` records and waits for every delivery.
 pub fn produce(broker: &str, topic: &str, records: &[(Option<String>, String)]) {
+    let records: Vec<Produced> = records
+        .iter()
+        .map(|(key, value)| Produced {
+            key: key.clone(),
+            value: value.clone(),
+            ..Default::default()
+        })
+        .collect();
+    produce_records(broker, topic, &records);
+}
+
+/// A record to produce: its key, value, Kafka timestamp and partition where given.
+#[derive(Debug, Clone, Default)]
+pub struct Produced {
+    pub key: Option<String>,
+    pub value: String,
+    pub timestamp_ms: Option<i64>,
+    pub partition: Option<i32>,
+}
+
+/// Produces the records and waits for every delivery.
+pub fn produce_records(broker: &str, topic: &str, records: &[Produced]) {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", broker)
         .set("linger.ms", "5")
@@ -90,10 +112,16 @@ pub fn produce(broker: &str, topic: &str, records: &[(Option<String>, String)]) 
         .expect("runtime");
     rt.block_on(async {
         let mut pending = Vec::with_capacity(records.len());
-        for (key, value) in records {
-            let mut r = FutureRecord::<str, str>::to(topic).payload(value.as_str());
-            if let Some(k) = key {
+        for p in records {
+            let mut r = FutureRecord::<str, str>::to(topic).payload(p.value.as_str());
+            if let Some(k) = &p.key {
                 r = r.key(k.as_str());
+            }
+            if let Some(ts) = p.timestamp_ms {
+                r = r.timestamp(ts);
+            }
+            if let Some(partition) = p.partition {
+                r = r.partition(partition);
             }
             pending.push(
                 producer

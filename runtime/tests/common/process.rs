@@ -5,6 +5,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
 use super::runtime;
 
 /// Starts `runtime ARGS` in the background with stderr going to a file the test can read.
@@ -91,4 +93,47 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
     (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+/// (HTTP status, JSON body) of an admin API call.
+pub fn admin(addr: &str, method: &str, path: &str, body: Option<&Path>) -> (u16, Value) {
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-s",
+        "--max-time",
+        "60",
+        "-o",
+        "-",
+        "-w",
+        "\n%{http_code}",
+        "-X",
+        method,
+    ]);
+    if let Some(file) = body {
+        cmd.arg("--data-binary").arg(format!("@{}", file.display()));
+    }
+    let out = cmd
+        .arg(format!("http://{addr}{path}"))
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text
+        .trim_end()
+        .rsplit_once('\n')
+        .unwrap_or(("", text.trim()));
+    let status = status
+        .parse()
+        .unwrap_or_else(|_| panic!("no answer from {addr}{path}: {text}"));
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+pub fn wait_for_admin(addr: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the admin API did not come up on {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -18,8 +18,7 @@ use super::catalog;
 use super::pending::Pending;
 use super::positions::{self, Positions, COMMIT_ID};
 use super::sink::Shared;
-use crate::connector::backoff;
-use crate::connector::one_line;
+use crate::connector::{backoff, one_line, Seal};
 use crate::health::Cause;
 use crate::sync::Locked;
 
@@ -35,8 +34,14 @@ enum Attempt {
 impl Shared {
     /// Closes the pending files and appends them in one snapshot with their positions, retrying
     /// until it lands; then resolves the waiters.
-    pub(super) async fn commit(&self, mut pending: Pending) {
-        let result = self.try_commit(&mut pending).await;
+    pub(super) async fn commit(&self, mut pending: Pending, seal: Option<&Seal>) {
+        let result = match seal {
+            Some(seal) => match stored(seal).await {
+                Ok(()) => self.try_commit(&mut pending, Some(seal)).await,
+                Err(e) => Err(format!("{}: {e}", self.uri.display)),
+            },
+            None => self.try_commit(&mut pending, None).await,
+        };
         if let Err(e) = &result {
             tracing::error!("commit abandoned, its records are not acknowledged: {e}");
         }
@@ -70,7 +75,7 @@ impl Shared {
         }
     }
 
-    async fn try_commit(&self, pending: &mut Pending) -> Result<(), String> {
+    async fn try_commit(&self, pending: &mut Pending, seal: Option<&Seal>) -> Result<(), String> {
         let display = &self.uri.display;
         let started = Instant::now();
         let mut delays = backoff::delays(Duration::from_millis(200), Duration::from_secs(10));
@@ -94,12 +99,22 @@ impl Shared {
                 }
             }
         };
-        if files.is_empty() {
+        // A checkpoint commits even without rows when its lanes' positions or states moved.
+        let moved = seal.is_some_and(|s| !s.positions.is_empty() || !s.states.is_empty());
+        if files.is_empty() && !moved {
             return Ok(());
         }
         let mut ours = Positions::default();
         for (lane, (_, last)) in &pending.lanes {
             ours.advance(lane, *last);
+        }
+        if let Some(seal) = seal {
+            for (lane, at) in &seal.positions {
+                ours.advance(lane, *at);
+            }
+            for lane in &seal.states {
+                ours.set_state(lane, seal.id);
+            }
         }
         let id = uuid::Uuid::new_v4().to_string();
         let (mut base, mut conflicts) = (None, 0u32);
@@ -199,13 +214,9 @@ impl Shared {
         }
         merged.merge(ours);
         merged.prune(ours);
-        let (at, moved) = positions::properties(&self.writer);
-        let (at_json, moved_json) = merged.to_json();
-        let properties = HashMap::from([
-            (at, at_json),
-            (moved, moved_json),
-            (COMMIT_ID.to_owned(), id.to_owned()),
-        ]);
+        let mut properties: HashMap<String, String> =
+            merged.to_properties(&self.writer).into_iter().collect();
+        properties.insert(COMMIT_ID.to_owned(), id.to_owned());
         let tx = Transaction::new(&table);
         let append = tx
             .fast_append()
@@ -237,6 +248,13 @@ pub(super) async fn committer(shared: Arc<Shared>, mut closed: mpsc::Receiver<()
             _ = shared.commit_now.notified() => false,
             Ok(()) = stopping.changed() => false,
         };
+        if shared.at_checkpoints.load(Ordering::Relaxed) {
+            commit_checkpoints(&shared, last).await;
+            if last {
+                return;
+            }
+            continue;
+        }
         let pending = {
             let mut state = shared.state.lock().await;
             let p = &state.pending;
@@ -249,10 +267,45 @@ pub(super) async fn committer(shared: Arc<Shared>, mut closed: mpsc::Receiver<()
             (due && !p.waiters.is_empty()).then(|| std::mem::take(&mut state.pending))
         };
         if let Some(pending) = pending {
-            shared.commit(pending).await;
+            shared.commit(pending, None).await;
         }
         if last {
             return;
         }
+    }
+}
+
+/// A stateful pipeline's commits: every sealed checkpoint, in order. At the end, what was
+/// written after the last checkpoint is not committed (its state was never stored): its
+/// batches stay unacknowledged and are read again.
+async fn commit_checkpoints(shared: &Shared, last: bool) {
+    loop {
+        let next = shared.sealed.locked().pop_front();
+        let Some((pending, seal)) = next else { break };
+        shared.commit(pending, Some(&seal)).await;
+    }
+    if last {
+        let pending = std::mem::take(&mut shared.state.lock().await.pending);
+        let bytes = pending.bytes;
+        for w in pending.waiters {
+            let _ = w.send(Err(format!(
+                "{}: not committed: the pipeline stopped before a checkpoint took these records in",
+                shared.uri.display
+            )));
+        }
+        shared.held.fetch_sub(bytes, Ordering::AcqRel);
+        shared.released.notify_waiters();
+    }
+}
+
+/// Waits until the checkpoint's states are stored.
+async fn stored(seal: &Seal) -> Result<(), String> {
+    let mut durable = seal.durable.clone();
+    match durable.wait_for(Option::is_some).await.map(|v| *v) {
+        Ok(Some(true)) => Ok(()),
+        _ => Err(format!(
+            "checkpoint {}: its state could not be stored; nothing of it is committed",
+            seal.id
+        )),
     }
 }

@@ -13,6 +13,7 @@ mod commit;
 mod evolve;
 mod pending;
 mod positions;
+mod reload;
 mod sink;
 mod table;
 mod uri;

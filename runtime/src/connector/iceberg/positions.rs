@@ -1,7 +1,9 @@
 //! Source positions kept in the table: each Sluice commit's snapshot summary carries, under
 //! `sluice.positions.WRITER`, the last position committed for every source lane this writer
 //! moved (a Kafka partition `topic/P@`, an object `KEY#`), merged with what other processes of
-//! the same writer committed before, and under `sluice.moved.WRITER` when each lane last moved.
+//! the same writer committed before, under `sluice.moved.WRITER` when each lane last moved, and
+//! for a stateful pipeline under `sluice.state.WRITER` the checkpoint whose state of each lane
+//! goes with its position.
 //! The newest snapshot with the property is the truth; a record at or before its lane's position
 //! is already in the table.
 
@@ -11,8 +13,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, Result};
 use iceberg::spec::TableMetadataRef;
 use iceberg::util::snapshot::{ancestors_between, ancestors_of};
-
-use crate::record::Record;
 
 /// The snapshot property naming the commit, so a commit that landed although its answer was
 /// lost is recognised instead of repeated.
@@ -31,13 +31,8 @@ const OBJECT_LANE_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 pub struct Positions {
     at: BTreeMap<String, u64>,
     moved: BTreeMap<String, u64>,
-}
-
-/// The lane and position of a record whose source reads the same record at the same position
-/// again after a restart (see [`crate::record::Origin::replayable`]).
-pub fn lane_of(record: &Record) -> Option<(String, u64)> {
-    let (prefix, sep, n) = record.origin.as_ref()?.replayable()?;
-    Some((format!("{prefix}{sep}"), n))
+    /// Per lane, the checkpoint of its state (stateful pipelines).
+    states: BTreeMap<String, u64>,
 }
 
 fn now_ms() -> u64 {
@@ -66,6 +61,21 @@ impl Positions {
             let moved = self.moved.entry(lane.clone()).or_insert(ms);
             *moved = (*moved).max(ms);
         }
+        for (lane, &epoch) in &other.states {
+            let at = self.states.entry(lane.clone()).or_insert(epoch);
+            *at = (*at).max(epoch);
+        }
+    }
+
+    /// The state of `lane` is that of checkpoint `epoch` (checkpoint ids only grow).
+    pub fn set_state(&mut self, lane: &str, epoch: u64) {
+        let at = self.states.entry(lane.to_owned()).or_insert(epoch);
+        *at = (*at).max(epoch);
+    }
+
+    /// The checkpoint whose state of `lane` goes with its position.
+    pub fn state(&self, lane: &str) -> Option<u64> {
+        self.states.get(lane).copied()
     }
 
     /// `lane` moved to `n` now.
@@ -103,50 +113,73 @@ impl Positions {
         objects.sort();
         let excess = objects.len().saturating_sub(MAX_OBJECT_LANES);
         for (i, (moved, lane)) in objects.into_iter().enumerate() {
-            if i < excess || moved < oldest {
+            // A lane that holds state is never dropped: its state goes with its position.
+            if (i < excess || moved < oldest) && !self.states.contains_key(&lane) {
                 self.at.remove(&lane);
                 self.moved.remove(&lane);
             }
         }
     }
 
-    /// The positions and the times lanes moved, as the two snapshot properties hold them.
-    pub fn to_json(&self) -> (String, String) {
+    /// The snapshot properties for `writer`: positions, when lanes moved and, if any lane
+    /// holds state, its checkpoints.
+    pub fn to_properties(&self, writer: &str) -> Vec<(String, String)> {
         let json = |map| serde_json::to_string(map).unwrap_or_else(|_| "{}".to_owned());
-        (json(&self.at), json(&self.moved))
+        let names = Properties::of(writer);
+        let mut props = vec![(names.at, json(&self.at)), (names.moved, json(&self.moved))];
+        if !self.states.is_empty() {
+            props.push((names.states, json(&self.states)));
+        }
+        props
     }
 
-    /// From the two properties; `moved` may be missing (an older version wrote the snapshot).
-    pub fn from_json(at: &str, moved: Option<&str>) -> Result<Self> {
+    /// From the properties; `moved` and `states` may be missing (an older version, or a
+    /// stateless pipeline, wrote the snapshot).
+    pub fn from_json(at: &str, moved: Option<&str>, states: Option<&str>) -> Result<Self> {
         let at = serde_json::from_str(at)
             .map_err(|e| anyhow!("the table's source positions are not valid: {e}"))?;
         let moved = match moved {
             None => BTreeMap::new(),
             Some(text) => serde_json::from_str(text).unwrap_or_default(),
         };
-        Ok(Positions { at, moved })
+        let states = match states {
+            None => BTreeMap::new(),
+            Some(text) => serde_json::from_str(text)
+                .map_err(|e| anyhow!("the table's state checkpoints are not valid: {e}"))?,
+        };
+        Ok(Positions { at, moved, states })
     }
 }
 
-/// The two snapshot properties of `writer`'s positions.
-pub fn properties(writer: &str) -> (String, String) {
-    (
-        format!("sluice.positions.{writer}"),
-        format!("sluice.moved.{writer}"),
-    )
+/// The names of a writer's snapshot properties.
+struct Properties {
+    at: String,
+    moved: String,
+    states: String,
+}
+
+impl Properties {
+    fn of(writer: &str) -> Self {
+        Properties {
+            at: format!("sluice.positions.{writer}"),
+            moved: format!("sluice.moved.{writer}"),
+            states: format!("sluice.state.{writer}"),
+        }
+    }
 }
 
 /// The positions the table holds for `writer`: from the newest snapshot on the current branch
 /// that carries them (other writers' snapshots in between are passed over).
 pub fn in_table(metadata: &TableMetadataRef, writer: &str) -> Result<Positions> {
-    let (at, moved) = properties(writer);
+    let names = Properties::of(writer);
     let Some(current) = metadata.current_snapshot_id() else {
         return Ok(Positions::default());
     };
     for snapshot in ancestors_of(metadata, current) {
         let props = &snapshot.summary().additional_properties;
-        if let Some(text) = props.get(&at) {
-            return Positions::from_json(text, props.get(&moved).map(String::as_str));
+        if let Some(text) = props.get(&names.at) {
+            let other = |name: &String| props.get(name).map(String::as_str);
+            return Positions::from_json(text, other(&names.moved), other(&names.states));
         }
     }
     Ok(Positions::default())
@@ -169,30 +202,6 @@ pub fn committed(metadata: &TableMetadataRef, id: &str, since: Option<i64>) -> b
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::Origin;
-
-    #[test]
-    fn only_replayable_origins_have_lanes() {
-        let with = |origin| Record {
-            origin: Some(origin),
-            ..Default::default()
-        };
-        assert_eq!(
-            lane_of(&with(Origin::At("x/1".into(), '@', 7))),
-            Some(("x/1@".to_owned(), 7))
-        );
-        assert_eq!(
-            lane_of(&with(Origin::At("in/a.parquet".into(), '#', 7))),
-            Some(("in/a.parquet#".to_owned(), 7))
-        );
-        // A generator's records look like object rows, but are never read again.
-        assert_eq!(
-            lane_of(&with(Origin::Once("mock.wasm@1-2".into(), '#', 7))),
-            None
-        );
-        assert_eq!(lane_of(&with(Origin::Once("stdin".into(), ':', 7))), None);
-        assert_eq!(lane_of(&Record::new("v")), None);
-    }
 
     #[test]
     fn positions_merge_to_the_later_one_and_round_trip() {
@@ -206,11 +215,25 @@ mod tests {
         assert_eq!(a.get("t/0@"), Some(10));
         assert_eq!(a.get("t/2@"), Some(1));
         assert!(a.covers("t/1@", 5) && !a.covers("t/1@", 6) && !a.covers("t/3@", 0));
-        let (at, moved) = a.to_json();
-        assert_eq!(Positions::from_json(&at, Some(&moved)).unwrap(), a);
-        assert!(Positions::from_json("[1]", None).is_err());
+        a.set_state("t/0@", 77);
+        let props = a.to_properties("w");
+        let prop = |name: &str| {
+            props
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let back = Positions::from_json(
+            prop("sluice.positions.w").unwrap(),
+            prop("sluice.moved.w"),
+            prop("sluice.state.w"),
+        )
+        .unwrap();
+        assert_eq!(back, a);
+        assert_eq!(back.state("t/0@"), Some(77));
+        assert!(Positions::from_json("[1]", None, None).is_err());
         // An older version's snapshot: positions only.
-        let old = Positions::from_json(r#"{"t/0@":3}"#, None).unwrap();
+        let old = Positions::from_json(r#"{"t/0@":3}"#, None, None).unwrap();
         assert_eq!(old.get("t/0@"), Some(3));
     }
 

@@ -4,9 +4,10 @@
 //! summary carries the source positions they cover. A batch is durable, and its source
 //! positions acknowledged, only once that commit has landed.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{anyhow, Context as _, Result};
 use arrow_array::BooleanArray;
@@ -18,13 +19,13 @@ use super::catalog::{self, TableCatalog};
 use super::commit;
 use super::evolve;
 use super::pending::Pending;
-use super::positions::{self, lane_of, Positions};
+use super::positions::{self, Positions};
 use super::table::{self, PartitionField};
 use super::uri::IcebergUri;
-use crate::connector::backoff;
-use crate::connector::keepers::{Keepers, PositionKeeper};
+use crate::connector::blobs::{self, Blobs, TableBlobs};
+use crate::connector::keepers::{CheckpointRequests, Keepers};
 use crate::connector::one_line;
-use crate::connector::{before_input_of, BoxFuture, Refusals, Rejected, Sink, Written};
+use crate::connector::{before_input_of, BoxFuture, Refusals, Rejected, Seal, Sink, Written};
 use crate::context::{Context, EndpointMetrics};
 use crate::format::parquet::{ColumnEncoder, Misfit};
 use crate::health::Health;
@@ -55,10 +56,16 @@ pub(super) struct Shared {
     /// word when a commit releases some: writers wait beyond `max_pending`.
     pub(super) held: AtomicUsize,
     pub(super) released: Notify,
+    /// A stateful pipeline's sink: it commits checkpoints only ([`Sink::seal`]), each what
+    /// was pending when the pipeline paused for it, once the checkpoint's state is stored.
+    pub(super) at_checkpoints: AtomicBool,
+    pub(super) sealed: std::sync::Mutex<VecDeque<(Pending, Seal)>>,
+    /// Asks the pipeline for a checkpoint (a revoke, or memory to free).
+    pub(super) checkpoint_request: Arc<Notify>,
     pub(super) health: Arc<Health>,
     pub(super) metrics: Arc<EndpointMetrics>,
     pub(super) stopping: watch::Receiver<bool>,
-    runtime: tokio::runtime::Handle,
+    pub(super) runtime: tokio::runtime::Handle,
 }
 
 pub(super) struct State {
@@ -67,7 +74,7 @@ pub(super) struct State {
     pub(super) encoder: Option<ColumnEncoder>,
     pub(super) pending: Pending,
     /// When the table was last loaded again because records did not fit it.
-    misfits_reloaded: Option<Instant>,
+    pub(super) misfits_reloaded: Option<Instant>,
 }
 
 impl IcebergSink {
@@ -123,6 +130,9 @@ impl IcebergSink {
             force: AtomicBool::new(false),
             held: AtomicUsize::new(0),
             released: Notify::new(),
+            at_checkpoints: AtomicBool::new(false),
+            sealed: Default::default(),
+            checkpoint_request: ctx.shared::<CheckpointRequests>().of(pipeline),
             health: ctx.health.clone(),
             metrics: ctx.endpoints.clone(),
             stopping: ctx.stopping(),
@@ -199,72 +209,6 @@ impl Shared {
         let held = positions::in_table(&table.metadata_ref(), &self.writer)?;
         self.committed.locked().merge(&held);
         Ok(held.len())
-    }
-
-    /// The table as the catalog has it now (schema, and the storage settings it vends), within
-    /// [`RELOAD_TIMEOUT`].
-    pub(super) async fn load_fresh(&self) -> Result<Option<Table>> {
-        match tokio::time::timeout(RELOAD_TIMEOUT, self.catalog.load(&self.ident)).await {
-            Ok(loaded) => loaded,
-            Err(_) => Err(anyhow!("the catalog did not answer in {RELOAD_TIMEOUT:?}")),
-        }
-    }
-
-    /// Takes what changed in `fresh`: its storage settings (short-lived credentials a catalog
-    /// vends) and its schema (columns another writer added). Files being written keep the
-    /// schema they were started with.
-    pub(super) async fn adopt(&self, state: &mut State, fresh: Table) -> Result<()> {
-        let schema = |t: &Table| t.metadata().current_schema_id();
-        if state.table.as_ref().map(schema) != Some(schema(&fresh)) {
-            state.pending.close_writer().await;
-            state.encoder = Some(ColumnEncoder::with_schema(table::arrow_schema(&fresh)?));
-            tracing::info!(table = %self.uri.display, schema = schema(&fresh), "the table's schema changed: writing with it");
-        }
-        state.pending.use_storage_of(&fresh)?;
-        state.table = Some(fresh);
-        Ok(())
-    }
-
-    /// Loads the table again when records do not fit (at most once a second); whether its
-    /// schema changed, so they may fit now.
-    async fn reload_for_misfits(&self, state: &mut State) -> Result<bool> {
-        if state
-            .misfits_reloaded
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
-        {
-            return Ok(false);
-        }
-        state.misfits_reloaded = Some(Instant::now());
-        let Some(fresh) = self
-            .load_fresh()
-            .await
-            .map_err(|e| anyhow!("{}: {e:#}", self.uri.display))?
-        else {
-            return Ok(false);
-        };
-        let before = state
-            .table
-            .as_ref()
-            .map(|t| t.metadata().current_schema_id());
-        let changed = before != Some(fresh.metadata().current_schema_id());
-        self.adopt(state, fresh).await?;
-        Ok(changed)
-    }
-
-    /// Waits while the records held for commits that have not landed pass `max_pending`, asking
-    /// for a commit at once: memory stays bounded through an outage, and the source slows down.
-    async fn wait_for_room(&self) {
-        loop {
-            let released = self.released.notified();
-            let held = self.held.load(Ordering::Acquire);
-            if held < self.uri.max_pending {
-                return;
-            }
-            tracing::debug!(table = %self.uri.display, held, "max_pending reached: waiting for a commit");
-            self.force.store(true, Ordering::Relaxed);
-            self.commit_now.notify_one();
-            released.await;
-        }
     }
 
     /// A `partition=` that differs from the existing table's spec is refused, not ignored.
@@ -352,7 +296,7 @@ impl Shared {
             let committed = self.committed.locked();
             let pending = &state.pending.lanes;
             for i in fitting {
-                let lane = lane_of(&records[i]);
+                let lane = records[i].lane();
                 let done = lane.as_ref().is_some_and(|(l, n)| {
                     committed.covers(l, *n) || pending.get(l).is_some_and(|(_, last)| n <= last)
                 });
@@ -457,54 +401,6 @@ fn check_examples(table: &Table, examples: &ColumnEncoder) -> Result<()> {
     Ok(())
 }
 
-/// How long one load of the table's positions may take when partitions are assigned, and how
-/// many times it is tried: a rebalance must not hang on a catalog that does not answer.
-const RELOAD_TIMEOUT: Duration = Duration::from_secs(5);
-const RELOAD_ATTEMPTS: usize = 3;
-
-impl PositionKeeper for Shared {
-    fn reload(&self) -> Result<()> {
-        let display = &self.uri.display;
-        let mut delays = backoff::delays(Duration::from_millis(500), Duration::from_secs(5));
-        let mut attempt = 0;
-        let held = loop {
-            attempt += 1;
-            let loaded = self.runtime.block_on(async {
-                match tokio::time::timeout(RELOAD_TIMEOUT, self.catalog.load(&self.ident)).await {
-                    Ok(loaded) => loaded,
-                    Err(_) => Err(anyhow!("the catalog did not answer in {RELOAD_TIMEOUT:?}")),
-                }
-            });
-            let why = match loaded {
-                // Created with the first batch: nothing committed yet.
-                Ok(None) => break Positions::default(),
-                Ok(Some(table)) => match positions::in_table(&table.metadata_ref(), &self.writer) {
-                    Ok(held) => break held,
-                    Err(e) => e,
-                },
-                Err(e) => e,
-            };
-            if attempt == RELOAD_ATTEMPTS {
-                anyhow::bail!(
-                    "{display}: cannot load the table's positions for the partitions just \
-                     assigned ({why:#}), tried {RELOAD_ATTEMPTS} times: stopping rather than \
-                     write records the table may hold; restart once the catalog answers"
-                );
-            }
-            let delay = delays.next().unwrap_or(RELOAD_TIMEOUT);
-            tracing::warn!(table = %self.uri.display, "loading the table's positions failed: {why:#} (retrying in {delay:?})");
-            std::thread::sleep(delay);
-        };
-        self.committed.locked().merge(&held);
-        Ok(())
-    }
-
-    fn commit_soon(&self) {
-        self.force.store(true, Ordering::Relaxed);
-        self.commit_now.notify_one();
-    }
-}
-
 impl Sink for IcebergSink {
     fn write<'a>(
         &'a mut self,
@@ -523,6 +419,58 @@ impl Sink for IcebergSink {
 
     fn keeps_positions(&self) -> bool {
         true
+    }
+
+    /// The first checkpoint may come before any row: the table must exist by then.
+    fn commit_at_checkpoints(&mut self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            if self.shared.state.lock().await.table.is_none() {
+                anyhow::bail!(
+                    "{}: a stateful pipeline commits into the table at every checkpoint, and the \
+                     first may come before any row: create the table first, or give schema=FILE \
+                     (example records) to create it at the start",
+                    self.shared.uri.display
+                );
+            }
+            self.shared.at_checkpoints.store(true, Ordering::Relaxed);
+            Ok(())
+        })
+    }
+
+    fn seal<'a>(&'a mut self, seal: &'a Seal) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let pending = std::mem::take(&mut self.shared.state.lock().await.pending);
+            self.shared
+                .sealed
+                .locked()
+                .push_back((pending, seal.clone()));
+            self.shared.commit_now.notify_one();
+            Ok(())
+        })
+    }
+
+    /// Beside the table: under the embedded catalog's warehouse, or the table's location
+    /// (through its file IO and the storage settings the catalog vends).
+    fn checkpoint_blobs<'a>(
+        &'a mut self,
+        ctx: &'a Context,
+    ) -> BoxFuture<'a, Result<Option<Arc<dyn Blobs>>>> {
+        Box::pin(async move {
+            if let super::uri::Catalog::Sqlite { warehouse, .. } = &self.shared.uri.catalog {
+                let uri = format!("file://{}/_sluice/state", warehouse.display());
+                return blobs::open(&uri, ctx).await.map(Some);
+            }
+            let state = self.shared.state.lock().await;
+            Ok(state.table.as_ref().map(|t| {
+                Arc::new(TableBlobs {
+                    io: t.file_io().clone(),
+                    root: format!(
+                        "{}/_sluice/state",
+                        t.metadata().location().trim_end_matches('/')
+                    ),
+                }) as Arc<dyn Blobs>
+            }))
+        })
     }
 
     /// A commit covers every batch of its interval: the worker must not wait for it sooner

@@ -33,6 +33,8 @@ struct LaneState {
     epoch: HashMap<i32, u64>,
     /// A sink could not load its positions for partitions assigned: nothing may be read.
     failed: Option<String>,
+    /// Partitions assigned and not handed out since.
+    fresh: std::collections::HashSet<i32>,
 }
 
 impl Lanes {
@@ -53,15 +55,16 @@ impl Lanes {
         self.lock().epoch.get(&partition).copied().unwrap_or(0)
     }
 
-    /// A batch read in `epoch` is handed to the pipeline: `false` if its partition was revoked
-    /// since (drop it: its new owner reads it).
-    pub(super) fn hand_out(&self, partition: i32, epoch: u64) -> bool {
+    /// A batch read in `epoch` is handed to the pipeline: `None` if its partition was revoked
+    /// since (drop it: its new owner reads it), else whether it is the partition's first since
+    /// it was assigned.
+    pub(super) fn hand_out(&self, partition: i32, epoch: u64) -> Option<bool> {
         let mut state = self.lock();
         if state.epoch.get(&partition).copied().unwrap_or(0) != epoch {
-            return false;
+            return None;
         }
         *state.in_flight.entry(partition).or_default() += 1;
-        true
+        Some(state.fresh.remove(&partition))
     }
 
     /// A batch handed out is acknowledged (or abandoned).
@@ -119,7 +122,8 @@ impl Lanes {
 
     /// After partitions are assigned: sinks that keep positions reload them. One that cannot
     /// fails the source: reading without knowing what the table holds would write twice.
-    pub(super) fn assigned(&self) {
+    pub(super) fn assigned(&self, partitions: &[i32]) {
+        self.lock().fresh.extend(partitions);
         for k in &self.keepers {
             if let Err(e) = k.reload() {
                 tracing::error!("{e:#}");

@@ -136,7 +136,7 @@ impl ConsumerContext for KafkaContext {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(partitions) = rebalance {
             // Before any record of theirs is read: what the table holds is passed over.
-            self.lanes.assigned();
+            self.lanes.assigned(&partition_numbers(partitions));
             self.forward(partitions, true);
             self.health.waiting(&self.uri, None);
             tracing::info!(uri = %self.uri, partitions = ?partition_numbers(partitions), "partitions assigned");

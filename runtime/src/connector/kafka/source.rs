@@ -128,7 +128,7 @@ impl KafkaSource {
     }
 
     async fn next(&mut self, max: usize) -> Result<Option<SourceBatch>> {
-        let mut polled = loop {
+        let (mut polled, restart) = loop {
             if let Some(why) = self.lanes.failure() {
                 anyhow::bail!("{}: {why}", self.uri);
             }
@@ -143,8 +143,8 @@ impl KafkaSource {
                     },
                 },
             };
-            if self.lanes.hand_out(polled.partition, polled.epoch) {
-                break polled;
+            if let Some(first) = self.lanes.hand_out(polled.partition, polled.epoch) {
+                break (polled, first);
             }
             // Read before its partition was revoked: the new owner reads it.
         };
@@ -183,6 +183,7 @@ impl KafkaSource {
             error: None,
             lane: partition as u32,
             ack,
+            restart,
         }))
     }
 }

@@ -133,6 +133,7 @@ impl EventSource {
                     }),
                     lane: self.next_lane(),
                     ack: Some(Box::new(move || tickets.done(&ticket))),
+                    restart: false,
                 })))
             }
             Ok(notification) => {
@@ -243,6 +244,7 @@ impl Source for EventSource {
                         error: taken.error,
                         lane,
                         ack,
+                        restart: false,
                     }));
                 }
                 // Keep objects fetching ahead: queued ones first, then those of new events

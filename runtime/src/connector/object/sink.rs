@@ -316,6 +316,20 @@ impl Sink for ObjectSink {
         Ok(Box::new(Self::with(self.shared.clone())))
     }
 
+    /// Beside the data: `PREFIX/_sluice/state/` (sources pass `_` folders over).
+    fn checkpoint_blobs<'a>(
+        &'a mut self,
+        _ctx: &'a crate::context::Context,
+    ) -> BoxFuture<'a, Result<Option<std::sync::Arc<dyn crate::connector::blobs::Blobs>>>> {
+        let uri = &self.shared.uri;
+        let blobs = crate::connector::blobs::in_store(
+            self.shared.op.clone(),
+            format!("{}_sluice/state/", uri.prefix),
+            uri.display.clone(),
+        );
+        Box::pin(async move { Ok(Some(blobs)) })
+    }
+
     fn max_unacked_batches(&self) -> usize {
         // Acks wait for a whole object: let enough batches wait to fill one.
         4096

@@ -180,6 +180,7 @@ impl ObjectSource {
                     tracker.acked(&key, 1, true);
                 }
             })),
+            restart: false,
         }
     }
 
@@ -225,6 +226,7 @@ impl Source for ObjectSource {
                         error: taken.error,
                         lane,
                         ack: Some(Box::new(move || tracker.acked(&key, rows_done, finished))),
+                        restart: false,
                     }));
                 }
                 if self.uri.list_events && !self.queue.is_empty() {

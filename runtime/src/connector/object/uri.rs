@@ -193,7 +193,7 @@ impl ObjectUri {
 
     /// An operator with retries (bounded exponential backoff, logged); fails if the bucket or
     /// directory cannot be reached or read.
-    pub(super) async fn open(&self, ctx: &Context) -> Result<Operator> {
+    pub(crate) async fn open(&self, ctx: &Context) -> Result<Operator> {
         // Every operator (local directories too) builds opendal's HTTP client.
         crate::connector::install_tls_provider();
         let op = match &self.store {

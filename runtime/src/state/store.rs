@@ -1,0 +1,100 @@
+//! Lane snapshots of one pipeline in a blob store: `ROOT/STAGE/LANE/EPOCH.state`, and for
+//! pipelines whose sink keeps no positions, `ROOT/STAGE/LANE/latest` naming the newest epoch.
+//! Epochs are checkpoint ids: milliseconds since the epoch when the checkpoint was taken, made
+//! strictly increasing within a process, so no two checkpoints of a lane share a name.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context as _, Result};
+use bytes::Bytes;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+use super::{now_ms, snapshot, LaneState};
+use crate::connector::blobs::Blobs;
+
+/// Characters of a lane name kept as they are in a blob name; the rest are %-escaped, so a
+/// lane (`user_sessions/3@`, `in/2026/a b.parquet#`) is one path segment.
+const ESCAPED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.');
+
+pub struct StateStore {
+    blobs: Arc<dyn Blobs>,
+    root: String,
+    last_epoch: AtomicU64,
+}
+
+impl StateStore {
+    /// Snapshots under `root` (the pipeline, or a table writer) in `blobs`.
+    pub fn new(blobs: Arc<dyn Blobs>, root: &str) -> Self {
+        StateStore {
+            blobs,
+            root: root.trim_matches('/').to_owned(),
+            last_epoch: AtomicU64::new(0),
+        }
+    }
+
+    /// A new checkpoint id: now in ms, above every id this store gave before.
+    pub fn next_epoch(&self) -> u64 {
+        let now = now_ms().max(0) as u64;
+        let mut last = self.last_epoch.load(Ordering::Acquire);
+        loop {
+            let next = now.max(last + 1);
+            match self
+                .last_epoch
+                .compare_exchange(last, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return next,
+                Err(seen) => last = seen,
+            }
+        }
+    }
+
+    fn dir(&self, stage: usize, lane: &str) -> String {
+        format!(
+            "{}/{stage}/{}",
+            self.root,
+            utf8_percent_encode(lane, ESCAPED)
+        )
+    }
+
+    pub fn describe(&self) -> String {
+        format!("{}/{}", self.blobs.describe(), self.root)
+    }
+
+    pub async fn save(&self, stage: usize, lane: &str, epoch: u64, bytes: Vec<u8>) -> Result<()> {
+        let name = format!("{}/{epoch:020}.state", self.dir(stage, lane));
+        self.blobs.put(&name, Bytes::from(bytes)).await
+    }
+
+    /// Names `epoch` as the lane's newest checkpoint (pipelines whose sink keeps no positions).
+    pub async fn set_latest(&self, stage: usize, lane: &str, epoch: u64) -> Result<()> {
+        let name = format!("{}/latest", self.dir(stage, lane));
+        self.blobs.put(&name, Bytes::from(epoch.to_string())).await
+    }
+
+    pub async fn latest(&self, stage: usize, lane: &str) -> Result<Option<u64>> {
+        let name = format!("{}/latest", self.dir(stage, lane));
+        let Some(text) = self.blobs.get(&name).await? else {
+            return Ok(None);
+        };
+        let text = String::from_utf8_lossy(&text);
+        text.trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| anyhow!("{}: {name} names no checkpoint ({text:?}): delete it to start the lane's state over", self.describe()))
+    }
+
+    /// The lane's state of checkpoint `epoch`; an error if it is missing or unreadable (the
+    /// lane cannot go on without the state its position was committed with).
+    pub async fn load(&self, stage: usize, lane: &str, epoch: u64) -> Result<LaneState> {
+        let name = format!("{}/{epoch:020}.state", self.dir(stage, lane));
+        let bytes = self.blobs.get(&name).await?.ok_or_else(|| {
+            anyhow!(
+                "{}: the state of lane {lane} at checkpoint {epoch} ({name}) is missing: it was \
+                 deleted, or the checkpoints moved (--checkpoints)",
+                self.describe()
+            )
+        })?;
+        snapshot::decode(&bytes).with_context(|| format!("{}: {name}", self.describe()))
+    }
+}
