@@ -11,6 +11,7 @@
 //! State: one count per (window, key), under `w` + the window start (big-endian, so a window's
 //! counts are one prefix) + the key fields; one event-time timer per window.
 
+mod pick;
 mod time;
 
 use sluice_sdk::{Config, Context, Error, Fired, IntoOutputs, Message, Stateful};
@@ -21,6 +22,8 @@ pub struct Rollup {
     time_field: String,
     keys: Vec<String>,
     count_field: String,
+    /// The time field, then the keys: what a record is read for.
+    picked: Vec<String>,
 }
 
 /// `60s`, `500ms`, `2m`, `1h`; a bare number is seconds.
@@ -83,10 +86,14 @@ impl Stateful for Rollup {
             .map(|k| k.trim().to_owned())
             .filter(|k| !k.is_empty())
             .collect();
+        let time_field = settings.get("time_field").unwrap_or("timestamp").to_owned();
         Ok(Rollup {
             window_ms,
             lateness_ms: duration_ms(settings, "lateness", 10_000)?.max(0),
-            time_field: settings.get("time_field").unwrap_or("timestamp").to_owned(),
+            picked: std::iter::once(time_field.clone())
+                .chain(keys.iter().cloned())
+                .collect(),
+            time_field,
             keys,
             count_field: settings.get("count_field").unwrap_or("sessions").to_owned(),
         })
@@ -97,11 +104,11 @@ impl Stateful for Rollup {
         msg: Message<'a>,
         ctx: &mut Context<'_>,
     ) -> Result<impl IntoOutputs<'a>, Error> {
-        let v: serde_json::Value = serde_json::from_slice(&msg.value)
+        let picked = pick::fields(&msg.value, &self.picked)
             .map_err(|e| Error::new(format!("not a JSON record: {e}")))?;
-        let at = v
-            .get(&self.time_field)
-            .and_then(time::parse_ms)
+        let at = picked[0]
+            .as_ref()
+            .and_then(|f| time::parse_ms(&f.to_value()))
             .ok_or_else(|| {
                 Error::new(format!(
                     "no event time: field `{}` is missing or not a timestamp (RFC 3339, \
@@ -116,14 +123,16 @@ impl Stateful for Rollup {
         }
         ctx.observe_event_time(at);
         let mut key = window_key(start);
-        for (i, field) in self.keys.iter().enumerate() {
+        for (i, field) in picked[1..].iter().enumerate() {
             if i > 0 {
                 key.push(0);
             }
-            match v.get(field) {
-                Some(serde_json::Value::String(s)) => key.extend_from_slice(s.as_bytes()),
-                Some(serde_json::Value::Null) | None => {}
-                Some(other) => key.extend_from_slice(other.to_string().as_bytes()),
+            match field {
+                Some(pick::Field::Text(s)) => key.extend_from_slice(s.as_bytes()),
+                Some(pick::Field::Other(serde_json::Value::Null)) | None => {}
+                Some(pick::Field::Other(other)) => {
+                    key.extend_from_slice(other.to_string().as_bytes())
+                }
             }
         }
         let n = count_of(ctx.get(&key)) + 1;

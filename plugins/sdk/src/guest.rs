@@ -5,6 +5,7 @@
 use std::any::Any;
 use std::cell::RefCell;
 
+use crate::call_host::CallHost;
 use crate::{
     wire, Config, Context, Error, Fired, IntoOutputs, Message, Source, StateHost, Stateful,
     Transform,
@@ -52,14 +53,17 @@ pub fn process_stateful_with<T: Stateful>(
     batch: &[u8],
     host: &mut dyn StateHost,
 ) -> Result<Vec<u8>, String> {
-    with_state(|t: &mut T| {
+    let mut call = CallHost::new(host);
+    let out = with_state(|t: &mut T| {
         each_message(batch, |msg, out| {
-            let mut ctx = Context::new(&mut *host);
+            let mut ctx = Context::new(&mut call);
             let n = t.process(msg, &mut ctx)?.put(out);
             ctx.commit()?;
             Ok(n)
         })
-    })
+    })?;
+    call.finish();
+    Ok(out)
 }
 
 /// `on-timer` of the stateful world: one outcome per fired timer.
@@ -67,12 +71,13 @@ pub fn on_timer_with<T: Stateful>(
     fired: Vec<Fired>,
     host: &mut dyn StateHost,
 ) -> Result<Vec<u8>, String> {
-    with_state(|t: &mut T| {
+    let mut call = CallHost::new(host);
+    let out = with_state(|t: &mut T| {
         let mut out = Vec::new();
         let at = wire::begin_count(&mut out);
         for timer in &fired {
             let count_at = wire::begin_ok(&mut out);
-            let mut ctx = Context::new(&mut *host);
+            let mut ctx = Context::new(&mut call);
             let made = t
                 .on_timer(timer, &mut ctx)
                 .and_then(|made| ctx.commit().map(|()| made));
@@ -89,7 +94,9 @@ pub fn on_timer_with<T: Stateful>(
         }
         wire::patch_count(&mut out, at, fired.len() as u32);
         Ok(out)
-    })
+    })?;
+    call.finish();
+    Ok(out)
 }
 
 /// `init` of the source world: builds `S` from the settings.

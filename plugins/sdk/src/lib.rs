@@ -30,6 +30,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
+mod call_host;
 pub mod guest;
 mod stateful;
 pub use sluice_wire as wire;
