@@ -164,6 +164,60 @@ fn a_state_write_past_the_limit_fails_its_record_alone() {
 }
 
 #[test]
+fn old_checkpoints_are_deleted_as_new_ones_are_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoints = format!("file://{}", dir.path().display());
+    let kit = plugin("statekit");
+    // 40 writes at 20 a second and a checkpoint every 100 ms: many checkpoints on any machine.
+    let input: Vec<Value> = (0..40).map(|i| json!({"count": format!("k{i}")})).collect();
+    let mut cmd = common::runtime();
+    cmd.env("SLUICE_LOG", "info,sluice::pipeline::checkpoint=debug")
+        .args([
+            "run",
+            "--plugin",
+            kit.to_str().unwrap(),
+            "--checkpoints",
+            &checkpoints,
+            "--batch-size",
+            "1",
+            "--rate",
+            "20",
+            "--checkpoint-every",
+            "100ms",
+        ]);
+    let out = common::run_with(&mut cmd, lines(&input).as_bytes());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stored = stderr(&out).matches("checkpoint stored").count();
+    assert!(stored >= 5, "only {stored} checkpoints: {}", stderr(&out));
+    let snapshots: Vec<_> = walkdir(dir.path())
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "state"))
+        .collect();
+    assert_eq!(
+        snapshots.len(),
+        1,
+        "after {stored} checkpoints: {snapshots:?}"
+    );
+    // And the one kept is the one the next run starts from.
+    let next = statekit(&checkpoints, &[], &[json!({"count": "k0"})]);
+    assert!(next.status.success(), "{}", stderr(&next));
+    assert_eq!(json_lines(&stdout(&next)), [json!({"count": "k0", "n": 2})]);
+}
+
+fn walkdir(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walkdir(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+#[test]
 fn a_stateful_plugin_without_a_place_for_checkpoints_is_refused_with_the_fix() {
     let rollup = plugin("rollup");
     let out = run(&["run", "--plugin", rollup.to_str().unwrap()], b"");
@@ -433,6 +487,8 @@ fn a_swapped_rollup_takes_over_the_counts() {
     );
     let addr = free_addr();
     let log = dir.path().join("w.log");
+    let checkpoints = dir.path().join("checkpoints");
+    let checkpoints_uri = format!("file://{}", checkpoints.display());
     let mut w = stateful_writer(
         &b,
         &input,
@@ -440,7 +496,14 @@ fn a_swapped_rollup_takes_over_the_counts() {
         &sink,
         &plugin("rollup"),
         &log,
-        &["--rate", "10000", "--admin", &addr],
+        &[
+            "--rate",
+            "10000",
+            "--admin",
+            &addr,
+            "--checkpoints",
+            &checkpoints_uri,
+        ],
     );
     wait_for_admin(&addr);
     wait_for_log(&log, " committed ");
@@ -469,6 +532,16 @@ fn a_swapped_rollup_takes_over_the_counts() {
         log_of(&log)
     );
     assert_eq!(check["sessions"], 60_000, "{check}");
+    // A checkpoint a second for 6 s or more; per lane only the committed snapshot and those
+    // stored since are kept.
+    let stored = log_of(&log).matches(" committed ").count();
+    assert!(stored >= 4, "{stored} commits");
+    let mut per_lane = std::collections::BTreeMap::<PathBuf, usize>::new();
+    for file in walkdir(&checkpoints) {
+        *per_lane.entry(file.parent().unwrap().to_owned()).or_default() += 1;
+    }
+    assert_eq!(per_lane.len(), 2, "one folder per partition: {per_lane:?}");
+    assert!(per_lane.values().all(|&n| n <= 3), "after {stored} commits: {per_lane:?}");
 }
 
 #[test]

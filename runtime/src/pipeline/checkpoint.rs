@@ -155,7 +155,17 @@ async fn store(config: &Checkpointing, id: u64, lanes: Vec<LaneSnapshot>) -> boo
                 }
                 .await;
                 match saved {
-                    Ok(()) => break,
+                    Ok(()) => {
+                        // The snapshots before the committed one are no longer restored from.
+                        let committed = match &config.keeper {
+                            Some(keeper) => keeper.state_epoch(&lane.lane),
+                            None => Some(id),
+                        };
+                        if let Some(committed) = committed {
+                            store.prune(*stage, &lane.lane, committed).await;
+                        }
+                        break;
+                    }
                     Err(e) => {
                         let delay = delays.next().unwrap_or(Duration::from_secs(10));
                         tracing::warn!(

@@ -2,9 +2,14 @@
 //! pipelines whose sink keeps no positions, `ROOT/STAGE/LANE/latest` naming the newest epoch.
 //! Epochs are checkpoint ids: milliseconds since the epoch when the checkpoint was taken, made
 //! strictly increasing within a process, so no two checkpoints of a lane share a name.
+//!
+//! Old snapshots are deleted as checkpoints move on: those this process stored or restored
+//! that are older than the lane's committed checkpoint (the one its restore would load). A
+//! process killed between storing a checkpoint and committing it leaves that snapshot behind.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, Context as _, Result};
 use bytes::Bytes;
@@ -12,15 +17,24 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use super::{now_ms, snapshot, LaneState};
 use crate::connector::blobs::Blobs;
+use crate::sync::Locked;
 
 /// Characters of a lane name kept as they are in a blob name; the rest are %-escaped, so a
 /// lane (`user_sessions/3@`, `in/2026/a b.parquet#`) is one path segment.
 const ESCAPED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.');
 
+/// A stateful stage's index in the chain, and a lane.
+type StageLane = (usize, Arc<str>);
+
+/// Lanes whose old snapshots a store keeps track of (object sources make a lane per object).
+const HELD_LANES: usize = 4096;
+
 pub struct StateStore {
     blobs: Arc<dyn Blobs>,
     root: String,
     last_epoch: AtomicU64,
+    /// Per (stage, lane), the snapshots this process stored or restored, oldest first.
+    held: Mutex<HashMap<StageLane, VecDeque<u64>>>,
 }
 
 impl StateStore {
@@ -30,6 +44,7 @@ impl StateStore {
             blobs,
             root: root.trim_matches('/').to_owned(),
             last_epoch: AtomicU64::new(0),
+            held: Mutex::default(),
         }
     }
 
@@ -61,9 +76,63 @@ impl StateStore {
         format!("{}/{}", self.blobs.describe(), self.root)
     }
 
+    fn name(&self, stage: usize, lane: &str, epoch: u64) -> String {
+        format!("{}/{epoch:020}.state", self.dir(stage, lane))
+    }
+
     pub async fn save(&self, stage: usize, lane: &str, epoch: u64, bytes: Vec<u8>) -> Result<()> {
-        let name = format!("{}/{epoch:020}.state", self.dir(stage, lane));
-        self.blobs.put(&name, Bytes::from(bytes)).await
+        self.blobs
+            .put(&self.name(stage, lane, epoch), Bytes::from(bytes))
+            .await?;
+        self.hold(stage, lane, epoch);
+        Ok(())
+    }
+
+    /// Counts `epoch` among the lane's snapshots to delete once a later one is committed.
+    /// Past [`HELD_LANES`] lanes, the one with the oldest snapshot is let go (its snapshots
+    /// stay, as a killed process's do).
+    fn hold(&self, stage: usize, lane: &str, epoch: u64) {
+        let mut held = self.held.locked();
+        let epochs = held.entry((stage, lane.into())).or_default();
+        if !epochs.contains(&epoch) {
+            epochs.push_back(epoch);
+        }
+        if held.len() > HELD_LANES {
+            let oldest = held
+                .iter()
+                .min_by_key(|(_, epochs)| epochs.back().copied())
+                .map(|(key, _)| key.clone());
+            if let Some(oldest) = oldest {
+                held.remove(&oldest);
+            }
+        }
+    }
+
+    /// Deletes the lane's snapshots held here that are older than `committed`, the checkpoint
+    /// its restore would load. One that cannot be deleted now is tried again next time.
+    pub async fn prune(&self, stage: usize, lane: &str, committed: u64) {
+        let old: Vec<u64> = {
+            let held = self.held.locked();
+            let Some(epochs) = held.get(&(stage, Arc::from(lane))) else {
+                return;
+            };
+            epochs.iter().copied().filter(|&e| e < committed).collect()
+        };
+        for epoch in old {
+            let name = self.name(stage, lane, epoch);
+            match self.blobs.delete(&name).await {
+                Ok(()) => {
+                    let mut held = self.held.locked();
+                    if let Some(epochs) = held.get_mut(&(stage, Arc::from(lane))) {
+                        epochs.retain(|&e| e != epoch);
+                    }
+                }
+                Err(e) => tracing::warn!(
+                    "{}: deleting {name}, an old checkpoint: {e:#} (tried again at the next one)",
+                    self.describe()
+                ),
+            }
+        }
     }
 
     /// Names `epoch` as the lane's newest checkpoint (pipelines whose sink keeps no positions).
@@ -87,7 +156,7 @@ impl StateStore {
     /// The lane's state of checkpoint `epoch`; an error if it is missing or unreadable (the
     /// lane cannot go on without the state its position was committed with).
     pub async fn load(&self, stage: usize, lane: &str, epoch: u64) -> Result<LaneState> {
-        let name = format!("{}/{epoch:020}.state", self.dir(stage, lane));
+        let name = self.name(stage, lane, epoch);
         let bytes = self.blobs.get(&name).await?.ok_or_else(|| {
             anyhow!(
                 "{}: the state of lane {lane} at checkpoint {epoch} ({name}) is missing: it was \
@@ -95,6 +164,9 @@ impl StateStore {
                 self.describe()
             )
         })?;
-        snapshot::decode(&bytes).with_context(|| format!("{}: {name}", self.describe()))
+        let state =
+            snapshot::decode(&bytes).with_context(|| format!("{}: {name}", self.describe()))?;
+        self.hold(stage, lane, epoch);
+        Ok(state)
     }
 }
