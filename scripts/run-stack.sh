@@ -7,6 +7,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
-cargo build --quiet --release --target wasm32-wasip2 -p mock -p producer -p enrich
+cargo build --quiet --release --target wasm32-wasip2 -p mock -p producer -p enrich -p rollup
 cargo build --quiet --release -p sluice-runtime
 exec target/release/runtime run --config examples/stack.toml "$@"

@@ -610,6 +610,11 @@ fn the_stack_runs_on_embedded_defaults_and_counts_match_at_every_stage() {
         .replace("../target/wasm32-wasip2/release", plugins.to_str().unwrap())
         .replace("../data/", "data/");
     std::fs::write(dir.path().join("stack.toml"), stack).unwrap();
+    std::fs::copy(
+        repo.join("examples/sessions_per_minute.jsonl"),
+        dir.path().join("sessions_per_minute.jsonl"),
+    )
+    .unwrap();
     let log_path = dir.path().join("log");
     let mut runtime = runtime();
     let cmd = runtime.args([
@@ -694,6 +699,24 @@ fn the_stack_runs_on_embedded_defaults_and_counts_match_at_every_stage() {
             (Some(tabled), Some(tabled))
         );
     }
+    // The rollup: every session of the processed objects it read to their end is counted in
+    // its table, in the window, country and status pyarrow puts it in.
+    let data = dir.path().join("data");
+    let (rolled_in, _) = done("rollup");
+    let rollup = common::iceberg::stack_rollup_check(
+        data.join("catalog.db").to_str().unwrap(),
+        data.join("warehouse").to_str().unwrap(),
+        "analytics.sessions_per_minute",
+        &data.join("analytics-processed"),
+    )
+    .unwrap_or_else(|e| panic!("the rollup's table: {e}\n{log}"));
+    eprintln!("rollup read {rolled_in} rows: {rollup}");
+    assert!(rollup["expected"].as_u64() <= Some(rolled_in), "{rollup}");
+    assert_eq!(rollup["sessions"], rollup["expected"], "{rollup}");
+    assert!(
+        rollup["wrong"].as_array().is_some_and(Vec::is_empty),
+        "{rollup}"
+    );
     // The producer finished every object it started: its progress names them all done.
     let progress: Value = serde_json::from_slice(
         &std::fs::read(
@@ -754,6 +777,25 @@ fn the_stack_runs_against_kafka_and_s3_by_changing_only_endpoints() {
         .env(
             "SLUICE_ENDPOINT_PROCESSED_SESSIONS",
             group(&processed, &unique("archive")),
+        )
+        .env(
+            "SLUICE_ENDPOINT_PROCESSED_OBJECTS",
+            s3::uri(
+                &server,
+                &format!("{prefix}/processed"),
+                "format=parquet&poll=1s&group=rollup",
+            ),
+        )
+        .env(
+            "SLUICE_ENDPOINT_SESSIONS_PER_MINUTE",
+            common::iceberg::uri(
+                &common::iceberg::catalog(),
+                &format!("analytics/{}_per_minute", prefix.replace('-', "_")),
+                &format!(
+                    "schema={}",
+                    repo.join("examples/sessions_per_minute.jsonl").display()
+                ),
+            ),
         )
         .args([
             "--endpoint",

@@ -67,6 +67,59 @@ fn rollup_state_survives_a_restart_through_its_checkpoints() {
     );
 }
 
+#[test]
+fn each_object_of_a_bucket_closes_its_windows_when_read_to_its_end() {
+    // Two objects, nothing after them: no record moves stream time past their windows, but an
+    // object is a lane that ends, so each closes every window it counted in.
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path().join("in");
+    std::fs::create_dir(&bucket).unwrap();
+    let mut want = std::collections::BTreeMap::new();
+    for (object, n) in [("a.jsonl", 150), ("b.jsonl", 90)] {
+        let sessions: Vec<Value> = (0..n)
+            .map(|i| {
+                let (country, status) = (
+                    ["Greece", "Italy"][i % 2],
+                    ["accepted", "rejected"][i % 3 % 2],
+                );
+                let at = format!("2026-12-01 10:{:02}:{:02}+0000", i / 60, i % 60);
+                *want
+                    .entry((format!("2026-12-01T10:{:02}:00Z", i / 60), country, status))
+                    .or_insert(0u64) += 1;
+                session(&format!("{object}-{i}"), &at, country, status)
+            })
+            .collect();
+        std::fs::write(bucket.join(object), lines(&sessions)).unwrap();
+    }
+    let rollup = plugin("rollup");
+    let out = run(
+        &[
+            "run",
+            "--source",
+            &format!("file://{}?format=jsonl&follow=false", bucket.display()),
+            "--plugin",
+            rollup.to_str().unwrap(),
+            "--checkpoints",
+            &format!("file://{}", dir.path().join("checkpoints").display()),
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut got = std::collections::BTreeMap::new();
+    let rows = json_lines(&stdout(&out));
+    for r in &rows {
+        let key = (
+            r["window_start"].as_str().unwrap().to_owned(),
+            r["country"].as_str().unwrap(),
+            r["status"].as_str().unwrap(),
+        );
+        *got.entry(key).or_insert(0u64) += r["sessions"].as_u64().unwrap();
+    }
+    assert_eq!(got, want, "{rows:?}");
+    // One row per window, country and status of each object: 3 windows in a, 2 in b.
+    assert_eq!(rows.len(), 3 * 4 + 2 * 4, "{rows:?}");
+}
+
 /// statekit on stdin, one record a batch, with the clock granted.
 fn statekit(checkpoints: &str, extra: &[&str], input: &[Value]) -> std::process::Output {
     let kit = plugin("statekit");
@@ -538,10 +591,15 @@ fn a_swapped_rollup_takes_over_the_counts() {
     assert!(stored >= 4, "{stored} commits");
     let mut per_lane = std::collections::BTreeMap::<PathBuf, usize>::new();
     for file in walkdir(&checkpoints) {
-        *per_lane.entry(file.parent().unwrap().to_owned()).or_default() += 1;
+        *per_lane
+            .entry(file.parent().unwrap().to_owned())
+            .or_default() += 1;
     }
     assert_eq!(per_lane.len(), 2, "one folder per partition: {per_lane:?}");
-    assert!(per_lane.values().all(|&n| n <= 3), "after {stored} commits: {per_lane:?}");
+    assert!(
+        per_lane.values().all(|&n| n <= 3),
+        "after {stored} commits: {per_lane:?}"
+    );
 }
 
 #[test]

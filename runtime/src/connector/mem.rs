@@ -215,6 +215,7 @@ impl Source for MemSource {
                 lane,
                 ack: Some(Box::new(move || parts.ack())),
                 restart: false,
+                ends_lane: false,
             }))
         })
     }

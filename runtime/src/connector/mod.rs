@@ -49,6 +49,10 @@ pub struct SourceBatch {
     /// The first batch of its lane since the source (re)gained it (a Kafka partition
     /// assigned): state kept for the lane must be restored, not taken as it is.
     pub restart: bool,
+    /// The last batch of a lane that never goes on (an object read to its end): after it the
+    /// lane's stream time is the end of time, so its event-time timers all fire, as at the
+    /// end of a bounded input.
+    pub ends_lane: bool,
 }
 
 pub trait Source: Send {
@@ -308,34 +312,36 @@ pub fn seal(ctx: &Context) -> Result<()> {
     mem::seal(ctx)
 }
 
-/// A URI as written in a pipelines file in `dir`: a relative local directory (or the embedded
-/// catalog's file and warehouse) is relative to the file; anything else is unchanged.
+/// A URI as written in a pipelines file in `dir`: a relative local directory, the embedded
+/// catalog's file and warehouse, and a `schema=` file are relative to the file; anything else
+/// is unchanged.
 pub fn relative_to(uri: &str, dir: &Path) -> String {
     let local = |path: &str| match path.starts_with('/') {
         true => path.to_owned(),
         false => dir.join(path).display().to_string(),
     };
-    if let Some(path) = uri.strip_prefix("file://") {
-        return format!("file://{}", local(path));
+    let (head, query) = uri.split_once('?').unwrap_or((uri, ""));
+    let sqlite = head.starts_with("iceberg+sqlite://");
+    let head = if let Some(path) = head.strip_prefix("file://") {
+        format!("file://{}", local(path))
+    } else if let Some(path) = head.strip_prefix("iceberg+sqlite://") {
+        format!("iceberg+sqlite://{}", local(path))
+    } else {
+        head.to_owned()
+    };
+    let params: Vec<String> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some(("warehouse", w)) if sqlite => format!("warehouse={}", local(w)),
+            Some(("schema", f)) => format!("schema={}", local(f)),
+            _ => p.to_owned(),
+        })
+        .collect();
+    match params.is_empty() {
+        true => head,
+        false => format!("{head}?{}", params.join("&")),
     }
-    if let Some(rest) = uri.strip_prefix("iceberg+sqlite://") {
-        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let params: Vec<String> = query
-            .split('&')
-            .filter(|p| !p.is_empty())
-            .map(|p| match p.strip_prefix("warehouse=") {
-                Some(w) => format!("warehouse={}", local(w)),
-                None => p.to_owned(),
-            })
-            .collect();
-        let query = if params.is_empty() {
-            String::new()
-        } else {
-            format!("?{}", params.join("&"))
-        };
-        return format!("iceberg+sqlite://{}{query}", local(path));
-    }
-    uri.to_owned()
 }
 
 #[cfg(test)]
@@ -360,6 +366,14 @@ mod tests {
         assert_eq!(
             relative_to("kafka://h:1/t?group=g", dir),
             "kafka://h:1/t?group=g"
+        );
+        assert_eq!(
+            relative_to("iceberg://h:1/ns/t?warehouse=w&schema=t.jsonl", dir),
+            "iceberg://h:1/ns/t?warehouse=w&schema=/etc/stack/t.jsonl"
+        );
+        assert_eq!(
+            relative_to("s3://b/p?schema=/abs/s.jsonl&format=jsonl", dir),
+            "s3://b/p?schema=/abs/s.jsonl&format=jsonl"
         );
     }
 }

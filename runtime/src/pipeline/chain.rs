@@ -18,6 +18,8 @@ pub(crate) struct LaneSet {
     pub info: LaneInfo,
     /// Per stage index: its state in this lane (unused for stateless stages).
     pub calls: Vec<LaneCall>,
+    /// The batch being run is the lane's last (see `SourceBatch::ends_lane`).
+    pub ending: bool,
 }
 
 /// What a lane's timers need to know of it.
@@ -67,6 +69,7 @@ pub(crate) fn run_chain(
     let mut inputs: Vec<usize> = (0..records.len()).collect();
     let first_timer_input = records.len();
     let info = lane.as_ref().map(|l| l.info.clone());
+    let ending = lane.as_ref().is_some_and(|l| l.ending);
     for (index, stage) in stages.iter_mut().enumerate() {
         let stateful = stage.instance.is_stateful() && lane.is_some();
         if records.is_empty() && !stateful {
@@ -172,6 +175,9 @@ pub(crate) fn run_chain(
         if let (Some(c), Some(info)) = (call, &info) {
             if let Some(t) = newest {
                 c.observe(t);
+            }
+            if ending {
+                c.observe(i64::MAX); // the lane is over: every window of it closes
             }
             c.state.keep();
             let (fired, fired_failures) = fire_timers(stage, c, info)?;

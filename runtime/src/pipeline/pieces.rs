@@ -42,6 +42,7 @@ pub(super) fn split_at_bytes(mut batch: SourceBatch, max_bytes: usize) -> Vec<So
     let last = pieces.last_mut().expect("the batch had records");
     last.ack = batch.ack.take();
     last.error = batch.error.take();
+    last.ends_lane = batch.ends_lane;
     pieces
 }
 

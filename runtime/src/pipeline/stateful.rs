@@ -146,6 +146,7 @@ impl Lanes {
         Ok(LaneSet {
             info: key.info.clone(),
             calls,
+            ending: false,
         })
     }
 

@@ -21,6 +21,7 @@ fn large_batches_are_cut_by_bytes_and_acked_once_at_the_end() {
             counted.fetch_add(1, Ordering::SeqCst);
         })),
         restart: false,
+        ends_lane: false,
     };
     let pieces = split_at_bytes(batch, 1000);
     let lens: Vec<Vec<usize>> = pieces
@@ -130,6 +131,7 @@ async fn batches_are_acknowledged_only_once_their_outputs_are_durable() {
                 lane: id % 2,
                 ack: Some(Box::new(move || acked.lock().unwrap().push(id))),
                 restart: false,
+                ends_lane: false,
             }
         })
         .collect();

@@ -167,6 +167,7 @@ impl Worker<'_> {
             error,
             ack,
             restart,
+            ends_lane,
             ..
         } = batch;
         self.metrics
@@ -180,7 +181,9 @@ impl Worker<'_> {
             if let Some(keeper) = lanes.keeper().cloned() {
                 records.retain(|r| !r.lane().is_some_and(|(l, n)| keeper.covers(&l, n)));
             }
-            lane = Some(lanes.lane(key, restart).await?);
+            let set = lanes.lane(key, restart).await?;
+            set.ending = ends_lane;
+            lane = Some(set);
         }
         // Dead letters are the inputs as they came: keep them until the batch is through.
         let inputs = self.sinks.dead_letters.as_ref().map(|_| {

@@ -16,6 +16,9 @@ use super::{Plugin, Pre};
 use crate::record::{Origin, Record};
 use crate::state::{Domain, LaneCall, Timer};
 
+/// Timers fired after one batch of a lane at most.
+const FIRED_PER_BATCH: usize = 1_000_000;
+
 /// Why a whole batch failed. Each input record's own failure is an outcome, not this.
 #[derive(Debug, thiserror::Error)]
 pub enum BatchError {
@@ -242,6 +245,12 @@ impl TransformInstance {
     ) -> Result<Vec<FiredTimer>, BatchError> {
         let mut fired = Vec::new();
         loop {
+            if fired.len() >= FIRED_PER_BATCH {
+                // A plugin whose timers keep registering timers already due would hold the
+                // worker here for ever: the rest fire after the lane's next batch.
+                tracing::warn!(plugin = %self.plugin.name, fired = fired.len(), "timers still due after this many fired for one batch; the rest fire later");
+                return Ok(fired);
+            }
             let first = lane.state.fired();
             let due = lane.state.take_due(lane.now_ms, per_call);
             if due.is_empty() {

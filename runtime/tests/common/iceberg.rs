@@ -112,6 +112,45 @@ pub fn rollup_check(
     )
 }
 
+/// The stack's rollup table (embedded catalog) against the processed objects its progress
+/// names done, counted per minute, country and status by pyarrow: each object is a lane whose
+/// windows close at its end, so the table holds every session of those objects, and no other.
+const STACK_ROLLUP: &str = r#"
+import collections, datetime, os
+import pyarrow.parquet as pq
+bucket = sys.argv[5]
+progress = os.path.join(bucket, "_sluice", "rollup.progress.json")
+done = json.load(open(progress))["done"] if os.path.exists(progress) else []
+want = collections.Counter()
+for key in done:
+    for s in pq.read_table(os.path.join(bucket, key)).to_pylist():
+        at = datetime.datetime.strptime(s["timestamp"], "%Y-%m-%d %H:%M:%S%z")
+        start = datetime.datetime.fromtimestamp(int(at.timestamp()) // 60 * 60, datetime.timezone.utc)
+        want[(start.strftime("%Y-%m-%dT%H:%M:%SZ"), s["country"], s["status"])] += 1
+got = collections.Counter()
+for r in t.scan().to_arrow().to_pylist():
+    got[(r["window_start"], r["country"], r["status"])] += r["sessions"]
+print(json.dumps([{
+    "objects": len(done),
+    "expected": sum(want.values()),
+    "sessions": sum(got.values()),
+    "wrong": [[*k, want[k], got[k]] for k in set(want) | set(got) if got[k] != want[k]][:5],
+}]))
+"#;
+
+pub fn stack_rollup_check(
+    db: &str,
+    warehouse: &str,
+    table: &str,
+    bucket: &std::path::Path,
+) -> Result<serde_json::Value, String> {
+    let bucket = bucket.to_str().expect("utf-8 path");
+    python(
+        &format!("{CONNECT}{STACK_ROLLUP}"),
+        &["sqlite", db, table, warehouse, bucket],
+    )
+}
+
 /// What a pyiceberg `script` prints (a JSON list of one value), or its stderr.
 fn python(script: &str, args: &[&str]) -> Result<serde_json::Value, String> {
     let out = Command::new(s3::python())

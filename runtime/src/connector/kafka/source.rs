@@ -184,6 +184,7 @@ impl KafkaSource {
             lane: partition as u32,
             ack,
             restart,
+            ends_lane: false,
         }))
     }
 }

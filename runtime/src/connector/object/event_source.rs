@@ -134,6 +134,7 @@ impl EventSource {
                     lane: self.next_lane(),
                     ack: Some(Box::new(move || tickets.done(&ticket))),
                     restart: false,
+                    ends_lane: false,
                 })))
             }
             Ok(notification) => {
@@ -228,7 +229,7 @@ impl Source for EventSource {
                 if let Some(reading) = &mut self.current {
                     let taken = reading.object.take(max, &self.uri.display);
                     self.rows += taken.records.len() as u64;
-                    let lane = reading.lane;
+                    let (lane, ends_lane) = (reading.lane, taken.finished);
                     // Batches of one lane are acknowledged in order: the last one's ack
                     // means the whole object is durable.
                     let ack: Option<Ack> = match taken.finished {
@@ -245,6 +246,7 @@ impl Source for EventSource {
                         lane,
                         ack,
                         restart: false,
+                        ends_lane,
                     }));
                 }
                 // Keep objects fetching ahead: queued ones first, then those of new events

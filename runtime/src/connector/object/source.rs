@@ -181,6 +181,7 @@ impl ObjectSource {
                 }
             })),
             restart: false,
+            ends_lane: false,
         }
     }
 
@@ -227,6 +228,7 @@ impl Source for ObjectSource {
                         lane,
                         ack: Some(Box::new(move || tracker.acked(&key, rows_done, finished))),
                         restart: false,
+                        ends_lane: finished,
                     }));
                 }
                 if self.uri.list_events && !self.queue.is_empty() {
