@@ -377,6 +377,63 @@ class Context:
             self._host.observe(self._event_time)
 
 
+class _CallHost:
+    """The host as one `process` or `on-timer` call sees it. Nothing else changes the lane's
+    state meanwhile, so values read or written are kept for the call, stream time is asked for
+    once and moved on at the end, and a timer registered again is registered once: about one
+    host call per message where a rollup made five."""
+
+    def __init__(self, host):
+        self._host = host
+        self._values = {}  # key -> value as the host holds it now, None if absent
+        self._stream_time = ()  # () until asked
+        self._observed = None
+        self._registered = set()  # since the call's last timer delete
+
+    def get_many(self, keys):
+        missing = [k for k in keys if k not in self._values]
+        if missing:
+            self._values.update(zip(missing, self._host.get_many(missing)))
+        return [self._values[k] for k in keys]
+
+    def put_many(self, entries):
+        self._host.put_many(entries)
+        for k, v, _ in entries:
+            self._values[k] = v
+
+    def delete_many(self, keys):
+        self._host.delete_many(keys)
+        for k in keys:
+            self._values[k] = None
+
+    def scan(self, prefix, after, limit):
+        return self._host.scan(prefix, after, limit)  # writes reach the host as they are made
+
+    def register(self, key, at_ms, domain):
+        if (key, at_ms, domain) not in self._registered:
+            self._registered.add((key, at_ms, domain))
+            self._host.register(key, at_ms, domain)
+
+    def delete_timer(self, key, at_ms, domain):
+        self._registered.clear()
+        self._host.delete_timer(key, at_ms, domain)
+
+    def observe(self, at_ms):
+        self._observed = at_ms if self._observed is None else max(self._observed, at_ms)
+
+    def stream_time(self):
+        if self._stream_time == ():
+            self._stream_time = self._host.stream_time()
+        if self._observed is None:
+            return self._stream_time
+        return self._observed if self._stream_time is None else max(self._stream_time, self._observed)
+
+    def finish(self):
+        """Hands what was put off to the host: the call's stream time."""
+        if self._observed is not None:
+            self._host.observe(self._observed)
+
+
 class _WasmHost:
     """The host's state and timers, through the stateful world's imports."""
 
@@ -478,8 +535,8 @@ def stateful(process: Callable[[Message, Context], Union[None, Message, List[Mes
             host.append(_WasmHost())
         return host[0]
 
-    def handle(call) -> Union[List[Message], str]:
-        ctx = Context(the_host())
+    def handle(call, host) -> Union[List[Message], str]:
+        ctx = Context(host)
         try:
             out = call(ctx)
             ctx._commit()
@@ -497,15 +554,20 @@ def stateful(process: Callable[[Message, Context], Union[None, Message, List[Mes
 
         def process(self, batch: bytes) -> bytes:
             try:
-                messages = decode_batch(batch)
-                return encode_outcomes([handle(lambda ctx, m=m: process(m, ctx)) for m in messages])
+                messages, call = decode_batch(batch), _CallHost(the_host())
+                out = encode_outcomes([handle(lambda ctx, m=m: process(m, ctx), call) for m in messages])
+                call.finish()
+                return out
             except Exception:
                 raise Err(traceback.format_exc(limit=3))
 
         def on_timer(self, fired) -> bytes:
             try:
                 timers = [Fired(f.key, f.at_ms, the_host().domain_of(f.domain)) for f in fired]
-                return encode_outcomes([handle(lambda ctx, t=t: on_timer(t, ctx)) for t in timers])
+                call = _CallHost(the_host())
+                out = encode_outcomes([handle(lambda ctx, t=t: on_timer(t, ctx), call) for t in timers])
+                call.finish()
+                return out
             except Exception:
                 raise Err(traceback.format_exc(limit=3))
 
