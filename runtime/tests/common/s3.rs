@@ -38,19 +38,28 @@ pub fn python() -> PathBuf {
     script_output("python")
 }
 
-/// Runs a pyarrow `script` with `args` and returns the JSON list it prints.
+/// Runs a pyarrow `script` with `args` and returns the JSON list it prints. Tried three times a
+/// second apart: SeaweedFS can list an object still being written and then serve fewer bytes
+/// than it listed ("Page was smaller than expected"); an object that stays unreadable fails.
 pub fn pyarrow(script: &str, args: &[&str]) -> Vec<serde_json::Value> {
-    let out = Command::new(python())
-        .args(["-c", script])
-        .args(args)
-        .output()
-        .expect("python runs");
-    assert!(
-        out.status.success(),
-        "pyarrow: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("the script prints a JSON list")
+    let mut attempt = 1;
+    loop {
+        let out = Command::new(python())
+            .args(["-c", script])
+            .args(args)
+            .output()
+            .expect("python runs");
+        if out.status.success() {
+            return serde_json::from_slice(&out.stdout).expect("the script prints a JSON list");
+        }
+        assert!(
+            attempt < 3,
+            "pyarrow: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        attempt += 1;
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
 }
 
 /// `s3://sluice-test/PREFIX?endpoint=...&PARAMS`
