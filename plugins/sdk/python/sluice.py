@@ -232,6 +232,15 @@ def _error_text(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
+def _messages(out) -> List[Message]:
+    """What a plugin function returned (None, one message, or several) as a list."""
+    if out is None:
+        return []
+    if isinstance(out, Message):
+        return [out]
+    return list(out)
+
+
 def _settings(config: List[Tuple[str, str]]) -> dict:
     return {k: v for k, v in config}
 
@@ -251,14 +260,9 @@ def transform(process: Callable[[Message], Union[None, Message, List[Message]]],
 
     def one(msg: Message) -> Union[List[Message], str]:
         try:
-            out = process(msg)
+            return _messages(process(msg))
         except Exception as e:
             return _error_text(e)
-        if out is None:
-            return []
-        if isinstance(out, Message):
-            return [out]
-        return list(out)
 
     class WitWorld:
         def init(self, config):
@@ -538,15 +542,11 @@ def stateful(process: Callable[[Message, Context], Union[None, Message, List[Mes
     def handle(call, host) -> Union[List[Message], str]:
         ctx = Context(host)
         try:
-            out = call(ctx)
+            out = _messages(call(ctx))
             ctx._commit()
+            return out
         except Exception as e:
             return _error_text(e)
-        if out is None:
-            return []
-        if isinstance(out, Message):
-            return [out]
-        return list(out)
 
     class WitWorld:
         def init(self, config):
