@@ -112,4 +112,20 @@ def on_timer(timer: sluice.Fired, ctx: sluice.Context):
     return out
 
 
-WitWorld = sluice.stateful(process, on_timer, init)
+def check_state(entries) -> None:
+    """A hot swap's check, as the Rust plugin's: counts under window keys of this window length
+    and these key fields."""
+    for key, value in entries:
+        if len(key) < 9 or key[:1] != b"w" or len(value) != _COUNT.size:
+            raise ValueError(f"key {key!r} is not a window's count: the state is another plugin's")
+        start = (struct.unpack(">Q", key[1:9])[0] ^ (1 << 63))
+        start = start - (1 << 64) if start >= 1 << 63 else start
+        if start % SETTINGS["window_ms"]:
+            raise ValueError(f"a window starts at {start} ms, which window={SETTINGS['window_ms']} "
+                             "ms does not divide: the state was kept with another window length")
+        if len(key[9:].split(b"\x00")) != max(len(SETTINGS["keys"]), 1):
+            raise ValueError("the state counts per other key fields than keys="
+                             f"{','.join(SETTINGS['keys'])}: keep keys= as it was")
+
+
+WitWorld = sluice.stateful(process, on_timer, init, check_state)

@@ -310,10 +310,16 @@ async fn checkpointing(
     for (_, s) in outputs.iter_mut() {
         s.commit_at_checkpoints().await?;
     }
-    let store = StateStore::new(blobs, &spec.name);
+    let store = Arc::new(StateStore::new(blobs, &spec.name));
     tracing::info!(pipeline = %spec.name, checkpoints = %store.describe(), every = ?spec.stateful.checkpoint_every, "stateful plugins: state is checkpointed");
+    // A slot's stage in the chain is its place among the pipeline's transforms.
+    for (stage, slot) in plugins.iter().enumerate() {
+        if slot.live().plugin.world == World::Stateful {
+            slot.keep_state_in(store.clone(), stage);
+        }
+    }
     Ok(Some(Arc::new(Checkpointing {
-        store: Arc::new(store),
+        store,
         keeper: ctx.shared::<Keepers>().of(&spec.name).into_iter().next(),
         every: spec.stateful.checkpoint_every,
         requests: ctx.shared::<CheckpointRequests>().of(&spec.name),

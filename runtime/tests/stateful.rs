@@ -524,7 +524,7 @@ fn a_member_killed_mid_stream_hands_its_partitions_over_with_their_state() {
 }
 
 #[test]
-fn a_swapped_rollup_takes_over_the_counts() {
+fn a_swapped_rollup_takes_over_the_counts_and_a_plugin_that_cannot_read_them_is_refused() {
     let (b, s3, catalog) = (broker(), s3::server(), iceberg::catalog());
     let (input, group) = (unique("roll3-in"), unique("roll3"));
     let table = format!("analytics.{}", unique("rollup_swap").replace('-', "_"));
@@ -560,6 +560,20 @@ fn a_swapped_rollup_takes_over_the_counts() {
     );
     wait_for_admin(&addr);
     wait_for_log(&log, " committed ");
+    // A plugin that cannot read rollup's counts (statekit keeps text keys) is refused, shown
+    // the checkpointed state, and rollup stays: the sums below stay exact.
+    let (status, body) = admin(
+        &addr,
+        "PUT",
+        "/pipelines/main/plugins/rollup.wasm",
+        Some(&plugin("statekit")),
+    );
+    assert_eq!(status, 422, "{body}");
+    let refusal = body.to_string();
+    assert!(
+        refusal.contains("cannot read the state") && refusal.contains("is not text"),
+        "{refusal}"
+    );
     // The same rule built with cargo-component: another version, which finds the counts of
     // the windows still open where the first left them.
     let v2 = common::component_plugin("rollup");
@@ -568,6 +582,14 @@ fn a_swapped_rollup_takes_over_the_counts() {
         "PUT",
         "/pipelines/main/plugins/rollup.wasm",
         Some(&v2),
+    );
+    assert_eq!(status, 200, "{body}");
+    // And the same rule in Python, whose check reads the counts the Rust versions kept.
+    let (status, body) = admin(
+        &addr,
+        "PUT",
+        "/pipelines/main/plugins/rollup.wasm",
+        Some(&common::guest_plugin("rollup-py")),
     );
     assert_eq!(status, 200, "{body}");
     let check = await_exact(

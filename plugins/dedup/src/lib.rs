@@ -76,6 +76,18 @@ impl Stateful for Dedup {
     fn on_timer(&mut self, _: &Fired, _: &mut Context<'_>) -> Result<Vec<Message<'static>>, Error> {
         Ok(Vec::new())
     }
+
+    /// An id is kept with an empty value: other values are another plugin's state.
+    fn check_state(&self, sample: &[(Vec<u8>, Vec<u8>)]) -> Result<(), Error> {
+        match sample.iter().find(|(_, v)| !v.is_empty()) {
+            Some((key, value)) => Err(Error::new(format!(
+                "key {:?} holds {} bytes where dedup keeps none: the state is another plugin's",
+                String::from_utf8_lossy(key),
+                value.len()
+            ))),
+            None => Ok(()),
+        }
+    }
 }
 
 sluice_sdk::stateful!(Dedup);

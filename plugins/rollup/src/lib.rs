@@ -168,6 +168,42 @@ impl Stateful for Rollup {
         }
         Ok(out)
     }
+
+    /// Counts are kept under a window key and this version's key fields, 8 bytes each, in
+    /// windows of this version's length: state kept with other `keys=` or `window=`, or by
+    /// another plugin, is refused.
+    fn check_state(&self, sample: &[(Vec<u8>, Vec<u8>)]) -> Result<(), Error> {
+        for (key, value) in sample {
+            let shown = || String::from_utf8_lossy(key).into_owned();
+            let start = window_start(key)
+                .filter(|_| key[0] == b'w')
+                .ok_or_else(|| Error::new(format!("key {:?} is not a window's", shown())))?;
+            if value.len() != 8 {
+                return Err(Error::new(format!(
+                    "key {:?} holds {} bytes, not a count",
+                    shown(),
+                    value.len()
+                )));
+            }
+            if start % self.window_ms != 0 {
+                return Err(Error::new(format!(
+                    "a window starts at {} ms, which window={} ms does not divide: the state \
+                     was kept with another window length",
+                    start, self.window_ms
+                )));
+            }
+            let parts = key[9..].split(|b| *b == 0).count();
+            if parts != self.keys.len().max(1) {
+                return Err(Error::new(format!(
+                    "the state counts per {parts} key field(s), this version per {} ({}): \
+                     keep keys= as it was",
+                    self.keys.len(),
+                    self.keys.join(",")
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 sluice_sdk::stateful!(Rollup);
@@ -246,6 +282,34 @@ mod tests {
         assert!(err.message().contains("no event time"), "{err}");
         assert!(state.process(&mut r, Message::new(&b"{oops"[..])).is_err());
         assert_eq!(state.timers_pending(), 0);
+    }
+
+    #[test]
+    fn it_reads_its_own_state_and_refuses_state_kept_otherwise() {
+        let mut host = MemoryState::default();
+        let mut r = rollup(&[]);
+        host.process(
+            &mut r,
+            session("2026-12-01 10:00:05+0000", "FR", "accepted"),
+        )
+        .unwrap();
+        let kept = sluice_sdk::StateHost::scan(&mut host, b"", None, u32::MAX);
+        assert!(!kept.is_empty());
+        r.check_state(&kept).unwrap();
+        let e = rollup(&[("window", "7s")]).check_state(&kept).unwrap_err();
+        assert!(
+            e.message().contains("another window length"),
+            "{}",
+            e.message()
+        );
+        let e = rollup(&[("keys", "country")])
+            .check_state(&kept)
+            .unwrap_err();
+        assert!(e.message().contains("keep keys="), "{}", e.message());
+        let e = r
+            .check_state(&[(b"session-1".to_vec(), vec![])])
+            .unwrap_err();
+        assert!(e.message().contains("not a window's"), "{}", e.message());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 // lane being processed, kept by the host across restarts, swaps and rebalances.
 //
 //     import { stateful } from "./stateful.js";
-//     export const { init, process, onTimer } = stateful(
+//     export const { init, process, onTimer, checkState } = stateful(
 //       (msg, ctx) => { ctx.put(key, value); ctx.registerEventTimer(key, atMs); },
 //       (fired, ctx) => [ /* messages */ ],
 //     );
@@ -105,11 +105,21 @@ function handled(call) {
 }
 
 /** The exports of the stateful world:
- * `export const { init, process, onTimer } = stateful(process, onTimer, init)`. A fired timer
- * is `{ key, atMs, domain }`. */
-export function stateful(processOne, onTimer, init) {
+ * `export const { init, process, onTimer, checkState } = stateful(process, onTimer, init, check)`.
+ * A fired timer is `{ key, atMs, domain }`. `check(entries)`, given `[key, value]` pairs of the
+ * state this version would take over in a hot swap, throws to refuse it; without it every state
+ * is accepted. */
+export function stateful(processOne, onTimer, init, check) {
   return {
     init: (config) => callInit(init, config),
+    checkState(sample) {
+      if (!check) return;
+      try {
+        check(sample.map(([k, v]) => [k, v]));
+      } catch (e) {
+        throw e instanceof Error ? e.message : String(e); // the reason the swap is refused
+      }
+    },
     process(batch) {
       try {
         return encodeOutcomes(decodeBatch(batch), (m) => handled((ctx) => processOne(m, ctx)));

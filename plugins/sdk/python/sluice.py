@@ -528,9 +528,12 @@ class MemoryState:
 
 def stateful(process: Callable[[Message, Context], Union[None, Message, List[Message]]],
              on_timer: Callable[[Fired, Context], List[Message]],
-             init: Optional[Callable[[dict], None]] = None):
+             init: Optional[Callable[[dict], None]] = None,
+             check_state: Optional[Callable[[List[Tuple[bytes, bytes]]], None]] = None):
     """The class componentize-py exports for the stateful world: `process(msg, ctx)` per message
-    and `on_timer(fired, ctx)` per fired timer, each with the lane's state and timers."""
+    and `on_timer(fired, ctx)` per fired timer, each with the lane's state and timers.
+    `check_state(entries)` is shown (key, value) pairs of the state this version would take over
+    in a hot swap, and raises to refuse it; without it every state is accepted."""
 
     host = []  # made at the first call: the imports exist only inside the component
 
@@ -570,6 +573,14 @@ def stateful(process: Callable[[Message, Context], Union[None, Message, List[Mes
                 return out
             except Exception:
                 raise Err(traceback.format_exc(limit=3))
+
+        def check_state(self, sample) -> None:
+            if check_state is None:
+                return
+            try:
+                check_state([(bytes(k), bytes(v)) for k, v in sample])
+            except Exception as e:  # the reason the swap is refused, shown as it is
+                raise Err(_error_text(e))
 
     return WitWorld
 

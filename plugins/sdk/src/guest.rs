@@ -66,6 +66,11 @@ pub fn process_stateful_with<T: Stateful>(
     Ok(out)
 }
 
+/// `check-state` of the stateful world: whether `T` reads the state it would take over.
+pub fn check_state_with<T: Stateful>(sample: &[(Vec<u8>, Vec<u8>)]) -> Result<(), String> {
+    with_state(|t: &mut T| t.check_state(sample).map_err(|e| e.message().to_owned()))
+}
+
 /// `on-timer` of the stateful world: one outcome per fired timer.
 pub fn on_timer_with<T: Stateful>(
     fired: Vec<Fired>,

@@ -534,6 +534,12 @@ macro_rules! stateful {
                         &mut $crate::__HostState,
                     )
                 }
+
+                fn check_state(
+                    sample: ::std::vec::Vec<(::std::vec::Vec<u8>, ::std::vec::Vec<u8>)>,
+                ) -> ::std::result::Result<(), ::std::string::String> {
+                    $crate::guest::check_state_with::<$stateful>(&sample)
+                }
             }
 
             $crate::__bindings::stateful::__export_stateful_world!(Plugin);

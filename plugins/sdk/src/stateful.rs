@@ -78,6 +78,14 @@ pub trait Stateful: Sized + 'static {
         timer: &Fired,
         ctx: &mut Context<'_>,
     ) -> Result<Vec<Message<'static>>, Error>;
+
+    /// Before this version takes over another version's state (a hot swap): entries of that
+    /// state (key, value). An error refuses the swap and the running version stays. By default
+    /// every state is accepted; a plugin whose keys or values have a format checks it here.
+    fn check_state(&self, sample: &[(Vec<u8>, Vec<u8>)]) -> Result<(), Error> {
+        let _ = sample;
+        Ok(())
+    }
 }
 
 /// What the host keeps for a stateful plugin; [`MemoryState`] natively.

@@ -81,6 +81,16 @@ impl Stateful for StateKit {
         });
         Ok(vec![Message::new(out.to_string().into_bytes())])
     }
+
+    /// Its keys are the ids of its requests, text: binary keys are another plugin's state.
+    fn check_state(&self, sample: &[(Vec<u8>, Vec<u8>)]) -> Result<(), Error> {
+        match sample.iter().find(|(k, _)| std::str::from_utf8(k).is_err()) {
+            Some((key, _)) => Err(Error::new(format!(
+                "key {key:?} is not text: the state is another plugin's"
+            ))),
+            None => Ok(()),
+        }
+    }
 }
 
 sluice_sdk::stateful!(StateKit);

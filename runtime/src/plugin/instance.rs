@@ -233,6 +233,16 @@ impl TransformInstance {
         })
     }
 
+    /// Asks a stateful plugin whether it reads `sample`, entries of the state it is to take
+    /// over: a refusal is [`BatchError::Failed`] with its reason.
+    pub fn check_state(&mut self, sample: &[(Vec<u8>, Vec<u8>)]) -> Result<(), BatchError> {
+        self.call(None, |store, exports| match exports {
+            Exports::Stateful(b) => Ok(b.call_check_state(store, sample)?.map(|()| Vec::new())),
+            Exports::Transform(_) => Ok(Ok(Vec::new())),
+        })
+        .map(drop)
+    }
+
     /// Fires the lane's timers due (event-time ones at its stream time, processing-time ones at
     /// `lane.now_ms`) through the plugin, in time order, up to `per_call` a call. For each
     /// timer: its sequence number among the lane's fired timers (where its outputs stand) and

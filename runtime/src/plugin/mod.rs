@@ -283,12 +283,18 @@ impl Compiled {
         let has = |n: &str| exports.iter().any(|e| e == n);
         match (has("init"), has("process"), has("next"), has("on-timer")) {
             (true, true, false, false) => Ok(World::Transform),
+            (true, true, false, true) if !has("check-state") => bail!(
+                "{} was built against an earlier `stateful` world, without `check-state`: \
+                 rebuild it with the current SDK (sluice_sdk::stateful!, or the Python and \
+                 JavaScript helpers, which accept every state unless told otherwise)",
+                self.path.display()
+            ),
             (true, true, false, true) => Ok(World::Stateful),
             (true, false, true, false) => Ok(World::Source),
             _ => bail!(
                 "{} is a component but not a Sluice plugin: it exports [{}], while the `transform` world \
-                 of {CONTRACT} exports `init` and `process`, the `stateful` world `init`, `process` and \
-                 `on-timer`, and the `source` world `init` and `next`; build it with \
+                 of {CONTRACT} exports `init` and `process`, the `stateful` world `init`, `process`, \
+                 `on-timer` and `check-state`, and the `source` world `init` and `next`; build it with \
                  sluice_sdk::transform!, sluice_sdk::stateful! or sluice_sdk::source!",
                 self.path.display(),
                 exports.join(", ")

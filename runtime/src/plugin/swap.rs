@@ -1,5 +1,6 @@
 //! Hot swap: one slot per transform position of a pipeline. A new version is compiled, checked
-//! against the world, instantiated and `init`-ed by [`PluginSlot::swap`] before it is published;
+//! against the world, instantiated and `init`-ed by [`PluginSlot::swap`] (a stateful one also
+//! reads a sample of the state it takes over) before it is published;
 //! workers pick it up at their next batch boundary. Right after a swap the new version is on
 //! probation: if its failure rate crosses the threshold, the previous version comes back by
 //! itself ([`PluginSlot::observe`]).
@@ -7,16 +8,22 @@
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, Result};
 
-use super::{Limits, Plugin, PluginEngine, TransformInstance};
+use super::{BatchError, Limits, Plugin, PluginEngine, TransformInstance, World};
+use crate::state::StateStore;
 use crate::sync::Locked;
 
 /// Previous versions kept loadable for rollback.
 pub(super) const HISTORY: usize = 4;
+
+/// What a new version of a stateful plugin is asked to read before it takes the state over:
+/// entries from this many lanes, and from each at most this many.
+const SAMPLE_LANES: usize = 16;
+const SAMPLE_PER_LANE: usize = 64;
 
 /// When a freshly swapped-in version is rolled back by itself.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -107,6 +114,9 @@ pub struct PluginSlot {
     counters: Mutex<SlotCounters>,
     /// Serializes swaps: loading happens outside the state lock.
     swapping: tokio::sync::Mutex<()>,
+    /// Where a stateful plugin's state is checkpointed, and its stage in the chain: a new
+    /// version must read it.
+    checkpoints: OnceLock<(Arc<StateStore>, usize)>,
 }
 
 /// A slot as the admin API shows it.
@@ -150,7 +160,25 @@ impl PluginSlot {
             }),
             counters: Mutex::new(SlotCounters::default()),
             swapping: tokio::sync::Mutex::new(()),
+            checkpoints: OnceLock::new(),
         })
+    }
+
+    /// The slot's state is checkpointed in `store` as stage `stage` of its chain: a new version
+    /// is swapped in only if it reads a sample of it.
+    pub fn keep_state_in(&self, store: Arc<StateStore>, stage: usize) {
+        let _ = self.checkpoints.set((store, stage));
+    }
+
+    /// Entries of the state this slot's plugin keeps, for a new version to read.
+    async fn state_sample(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        match self.checkpoints.get() {
+            Some((store, stage)) => store
+                .sample(*stage, SAMPLE_LANES, SAMPLE_PER_LANE)
+                .await
+                .map_err(|e| anyhow!("reading the state to check the new version against: {e:#}")),
+            None => Ok(Vec::new()),
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, SlotState> {
@@ -177,10 +205,16 @@ impl PluginSlot {
         let _one_at_a_time = self.swapping.lock().await;
         let settings = self.settings.locked().clone();
         let (engine, limits, path_owned) = (self.engine.clone(), self.limits, path.to_owned());
-        // A stateful version takes over the running one's state: it must be stateful too.
+        // A stateful version takes over the running one's state: it must be stateful too, and
+        // read it.
         let world = self.live().plugin.world;
+        let sample = match world {
+            World::Stateful => self.state_sample().await,
+            _ => Ok(Vec::new()),
+        };
         // Compile, check and init off the hot path (and off the async threads).
         let loaded = tokio::task::spawn_blocking(move || -> Result<Arc<Plugin>> {
+            let sample = sample?;
             let plugin = engine.load(&path_owned, settings, limits)?;
             if plugin.world != world {
                 return Err(anyhow!(
@@ -190,7 +224,20 @@ impl PluginSlot {
                 ));
             }
             // A probe instance: instantiation and `init` must succeed before anything changes.
-            TransformInstance::new(plugin.clone())?;
+            let mut probe = TransformInstance::new(plugin.clone())?;
+            if world == World::Stateful {
+                probe.check_state(&sample).map_err(|e| {
+                    let why = match e {
+                        BatchError::Failed { message, .. } => message,
+                        other => other.to_string(),
+                    };
+                    anyhow!(
+                        "{} cannot read the state this slot keeps ({} entries shown to it): {why}",
+                        path_owned.display(),
+                        sample.len()
+                    )
+                })?;
+            }
             Ok(plugin)
         })
         .await

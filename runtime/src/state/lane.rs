@@ -239,6 +239,17 @@ impl LaneState {
         due
     }
 
+    /// Up to `max` entries (key, value), spread evenly over the keys.
+    pub fn sample(&self, max: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let step = (self.entries.len() / max.max(1)).max(1);
+        self.entries
+            .iter()
+            .step_by(step)
+            .take(max)
+            .map(|(k, e)| (k.clone(), e.value.clone()))
+            .collect()
+    }
+
     /// The call went through: its changes stay.
     pub fn keep(&mut self) {
         self.undo.clear();

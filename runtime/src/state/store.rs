@@ -135,6 +135,37 @@ impl StateStore {
         }
     }
 
+    /// Entries of `stage`'s state for a new version of its plugin to read before it takes
+    /// the state over: from the newest snapshot of up to `lanes` lanes this process holds, up
+    /// to `per_lane` entries each, spread over their keys. A snapshot deleted meanwhile (a
+    /// newer one was committed) is passed over.
+    pub async fn sample(
+        &self,
+        stage: usize,
+        lanes: usize,
+        per_lane: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let newest: Vec<(Arc<str>, u64)> = {
+            let held = self.held.locked();
+            held.iter()
+                .filter(|((s, _), _)| *s == stage)
+                .filter_map(|((_, lane), epochs)| Some((lane.clone(), *epochs.back()?)))
+                .take(lanes)
+                .collect()
+        };
+        let mut sample = Vec::new();
+        for (lane, epoch) in newest {
+            let name = self.name(stage, &lane, epoch);
+            let Some(bytes) = self.blobs.get(&name).await? else {
+                continue;
+            };
+            let state =
+                snapshot::decode(&bytes).with_context(|| format!("{}: {name}", self.describe()))?;
+            sample.extend(state.sample(per_lane));
+        }
+        Ok(sample)
+    }
+
     /// Names `epoch` as the lane's newest checkpoint (pipelines whose sink keeps no positions).
     pub async fn set_latest(&self, stage: usize, lane: &str, epoch: u64) -> Result<()> {
         let name = format!("{}/latest", self.dir(stage, lane));

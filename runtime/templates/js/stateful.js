@@ -40,4 +40,4 @@ function hourOver(timer, ctx) {
   return [{ value: enc.encode(JSON.stringify({ name, visits_in_hour: total })), headers: [] }];
 }
 
-export const { init, process, onTimer } = stateful(visit, hourOver);
+export const { init, process, onTimer, checkState } = stateful(visit, hourOver);
