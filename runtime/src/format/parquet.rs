@@ -82,7 +82,7 @@ fn memchr_newlines(b: &[u8]) -> impl Iterator<Item = usize> + '_ {
 
 /// Turns JSON records into Arrow columns under one schema: the one inferred from the first
 /// records it sees (so every object a sink writes has the same columns).
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct ColumnEncoder {
     schema: Option<SchemaRef>,
 }
@@ -124,6 +124,14 @@ impl ColumnEncoder {
 
     pub fn schema(&self) -> Option<&SchemaRef> {
         self.schema.as_ref()
+    }
+
+    /// Whether `other` encodes into the same columns (the same schema, not an equal one).
+    pub fn same_columns(&self, other: &ColumnEncoder) -> bool {
+        match (&self.schema, &other.schema) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
     }
 
     /// Converts `values` to one record batch; values that are not JSON objects or do not fit

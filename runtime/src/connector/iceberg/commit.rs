@@ -99,6 +99,7 @@ impl Shared {
                 }
             }
         };
+        let files_ms = started.elapsed().as_millis() as u64;
         // A checkpoint commits even without rows when its lanes' positions or states moved.
         let moved = seal.is_some_and(|s| !s.positions.is_empty() || !s.states.is_empty());
         if files.is_empty() && !moved {
@@ -139,6 +140,7 @@ impl Shared {
                         lanes = pending.lanes.len(),
                         conflicts,
                         commit_ms = started.elapsed().as_millis() as u64,
+                        files_ms,
                         "committed"
                     );
                     // The answer to a commit carries no storage settings vended by the catalog:
@@ -235,8 +237,9 @@ impl Shared {
     }
 }
 
-/// Commits every `commit` interval, when `commit_records` are pending, when asked (revoked
-/// lanes) and at the stop; the last commit when the sink is dropped.
+/// Commits every `commit` interval, when `commit_records` are pending, when half of
+/// `max_pending` is (the other half fills while it lands: writers wait only if it is slow),
+/// when asked (revoked lanes) and at the stop; the last commit when the sink is dropped.
 pub(super) async fn committer(shared: Arc<Shared>, mut closed: mpsc::Receiver<()>) {
     let every = shared.uri.commit_every;
     let tick = (every / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
@@ -263,7 +266,8 @@ pub(super) async fn committer(shared: Arc<Shared>, mut closed: mpsc::Receiver<()
                 || forced
                 || *stopping.borrow()
                 || p.opened.is_some_and(|t| t.elapsed() >= every)
-                || shared.uri.commit_records.is_some_and(|n| p.records >= n);
+                || shared.uri.commit_records.is_some_and(|n| p.records >= n)
+                || p.bytes >= shared.uri.max_pending / 2;
             (due && !p.waiters.is_empty()).then(|| std::mem::take(&mut state.pending))
         };
         if let Some(pending) = pending {

@@ -2,22 +2,60 @@
 //! themselves (so the files can be written again when the store failed mid-way: nothing is
 //! acknowledged before its commit lands, so nothing may be lost before either), the source
 //! positions they cover and the writers waiting for the commit.
+//!
+//! Parquet encoding and uploads run in a task of their own ([`Encoding`]): a batch is handed
+//! over and the sink takes the next one while it is encoded, so workers never wait for it.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{anyhow, Result};
 use arrow_array::RecordBatch;
 use iceberg::spec::DataFile;
 use iceberg::table::Table;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::task::AbortOnDropHandle;
 
 use super::table::FileWriter;
+
+/// A file writer in a task of its own, fed batches in order. It stops at its first error,
+/// which [`Encoding::close`] returns.
+struct Encoding {
+    batches: mpsc::UnboundedSender<RecordBatch>,
+    files: AbortOnDropHandle<Result<Vec<DataFile>>>,
+}
+
+impl Encoding {
+    fn start(mut writer: FileWriter) -> Self {
+        // Unbounded: every batch sent is also kept in its segment, and those are bounded in
+        // bytes by `max_pending`.
+        let (batches, mut next) = mpsc::unbounded_channel::<RecordBatch>();
+        let files = AbortOnDropHandle::new(tokio::spawn(async move {
+            while let Some(batch) = next.recv().await {
+                writer.write(batch).await?;
+            }
+            writer.close().await
+        }));
+        Encoding { batches, files }
+    }
+
+    fn write(&self, batch: RecordBatch) {
+        // A send fails only once the task stopped at an error, which `close` returns.
+        let _ = self.batches.send(batch);
+    }
+
+    async fn close(self) -> Result<Vec<DataFile>> {
+        drop(self.batches);
+        self.files
+            .await
+            .map_err(|e| anyhow!("writing data files stopped: {e}"))?
+    }
+}
 
 #[derive(Default)]
 pub(super) struct Pending {
     /// Writing the last segment; `None` before the first batch and after a failure.
-    writer: Option<FileWriter>,
+    writer: Option<Encoding>,
     /// Files finished so far (earlier segments).
     files: Vec<DataFile>,
     /// Every batch written, by table schema: a schema change starts a segment.
@@ -59,15 +97,12 @@ impl Pending {
         if self.failed {
             return;
         }
-        let written = match &mut self.writer {
-            Some(w) => w.write(batch).await,
+        match &self.writer {
+            Some(w) => w.write(batch),
             None => match FileWriter::new(table, file_prefix(), file_size) {
-                Ok(w) => self.writer.insert(w).write(batch).await,
-                Err(e) => Err(e),
+                Ok(w) => self.writer.insert(Encoding::start(w)).write(batch),
+                Err(e) => self.fail(e),
             },
-        };
-        if let Err(e) = written {
-            self.fail(e);
         }
     }
 

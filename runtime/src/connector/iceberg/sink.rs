@@ -247,6 +247,13 @@ impl Shared {
     async fn write(&self, records: &[Record], refusals: Refusals) -> Result<Written> {
         let values: Vec<&[u8]> = records.iter().map(|r| r.value.as_ref()).collect();
         self.wait_for_room().await;
+        // JSON -> Arrow outside the lock, under the columns the table has now: workers decode
+        // side by side. Decoded again under the lock only if the columns changed meanwhile.
+        let encoder = self.state.lock().await.encoder.clone();
+        let decoded = encoder.map(|mut e| {
+            let decoded = e.encode(&values);
+            (e, decoded)
+        });
         let mut state = self.state.lock().await;
         if state.table.is_none() {
             let mut infer = ColumnEncoder::default();
@@ -261,7 +268,17 @@ impl Shared {
             state.encoder = Some(ColumnEncoder::with_schema(table::arrow_schema(&table)?));
             state.table = Some(table);
         }
-        let (mut batch, mut misfits) = encode(&mut state, &values)?;
+        let (mut batch, mut misfits) = match decoded {
+            Some((used, decoded))
+                if state
+                    .encoder
+                    .as_ref()
+                    .is_some_and(|e| e.same_columns(&used)) =>
+            {
+                decoded
+            }
+            _ => encode(&mut state, &values)?,
+        };
         // Another writer may have added the columns these records need: look once a second.
         if !misfits.is_empty() && self.reload_for_misfits(&mut state).await? {
             (batch, misfits) = encode(&mut state, &values)?;
@@ -336,8 +353,13 @@ impl Shared {
             .uri
             .commit_records
             .is_some_and(|n| pending.records >= n)
+            || pending.bytes >= self.uri.max_pending / 2
         {
-            self.commit_now.notify_one();
+            if self.at_checkpoints.load(Ordering::Relaxed) {
+                self.checkpoint_request.notify_one();
+            } else {
+                self.commit_now.notify_one();
+            }
         }
         let display = self.uri.display.clone();
         Ok(Written {

@@ -155,6 +155,8 @@ pub fn arrow_schema(table: &Table) -> Result<SchemaRef> {
 type DataFiles =
     DataFileWriterBuilder<ParquetWriterBuilder, DefaultLocationGenerator, DefaultFileNameGenerator>;
 
+const ROW_GROUP_BYTES: usize = 8 << 20;
+
 /// Data files being written for one commit: per partition, rolled at the target size.
 pub enum FileWriter {
     Partitioned(Box<(RecordBatchPartitionSplitter, FanoutWriter<DataFiles>)>),
@@ -165,8 +167,12 @@ impl FileWriter {
     /// A writer whose files are named `PREFIX-N.parquet` under the table's data location.
     pub fn new(table: &Table, prefix: String, target_file_size: usize) -> Result<Self> {
         let metadata = table.metadata();
+        // Row groups of 8 MiB encoded: each is uploaded as it is finished (a part of the file's
+        // multipart upload), so closing the files at a commit has little left to send and the
+        // writer holds little encoded data.
         let properties = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
+            .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
             .build();
         let parquet = ParquetWriterBuilder::new(properties, metadata.current_schema().clone());
         let location = DefaultLocationGenerator::new(metadata)

@@ -258,7 +258,16 @@ impl Sink for ObjectSink {
                 }
                 Format::Parquet => {
                     let values: Vec<&[u8]> = records.iter().map(|r| &r.value[..]).collect();
-                    let (mut batch, mut misfits) = self.shared.columns.locked().encode(&values);
+                    // Once the columns are known they never change: decode outside the lock,
+                    // so workers decode side by side.
+                    let known = {
+                        let columns = self.shared.columns.locked();
+                        columns.schema().is_some().then(|| columns.clone())
+                    };
+                    let (mut batch, mut misfits) = match known {
+                        Some(mut columns) => columns.encode(&values),
+                        None => self.shared.columns.locked().encode(&values),
+                    };
                     if let (true, Some(&(first, _))) = (stop, misfits.first()) {
                         // Rows are the records that fit, in order: the first `cut` of them.
                         let cut = before_input_of(records, first);
