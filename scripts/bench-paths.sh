@@ -64,9 +64,9 @@ for r in $(seq "$ROUNDS"); do
   target/release/kafka_copy --enrich "$B" in out native "$N" >"$LOGS/native-$r.line"
 done
 
-python3 - "$N" "$ROUNDS" "$LOGS" <<'PY'
+python3 - "$N" "$ROUNDS" "$LOGS" "$PARTITIONS" <<'PY'
 import re, statistics, subprocess, sys
-n, rounds, logs = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+n, rounds, logs, partitions = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 def span(log):
     out = subprocess.run(["python3", "scripts/bench/span.py", log, "first records read",
                           "every output durable"], capture_output=True, text=True, check=True)
@@ -81,7 +81,7 @@ rate["native"] = [float(re.search(r"= (\d+) records/s", open(f"{logs}/native-{r}
                   for r in range(1, rounds + 1)]
 med = {k: statistics.median(v) for k, v in rate.items()}
 each = lambda v: "(" + ", ".join(f"{x:.0f}" for x in v) + ")"
-print(f"\nrecords: {n}, rounds: {rounds} (medians), partitions: see PARTITIONS")
+print(f"\nrecords: {n} on {partitions} partitions, rounds: {rounds} (medians)")
 for name, label in (("kafka", "Kafka -> enrich -> Kafka"), ("iceberg", "Kafka -> enrich -> Iceberg"),
                     ("parquet", "Kafka -> enrich -> Parquet objects"), ("native", "native enrich copy loop")):
     mem = f"   peak RSS {statistics.median(rss[name]):.0f} MiB" if name in rss else ""

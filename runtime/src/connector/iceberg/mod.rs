@@ -11,6 +11,7 @@
 mod catalog;
 mod commit;
 mod evolve;
+mod open;
 mod pending;
 mod positions;
 mod reload;
