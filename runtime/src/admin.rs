@@ -7,7 +7,11 @@
 //!   time, status (live or probation), earlier versions kept for rollback and swap counters;
 //! - `PUT /pipelines/PIPELINE/plugins/SLOT` with a wasm body: load it, check it, swap it in;
 //!   `SLOT` is the plugin's position in the chain or its file name (`enrich` or `enrich.wasm`);
-//! - `POST /pipelines/PIPELINE/plugins/SLOT/rollback`: the previous version comes back.
+//! - `POST /pipelines/PIPELINE/plugins/SLOT/rollback`: the previous version comes back;
+//! - `PUT …/SLOT?shadow=true` with a wasm body: run it as the slot's shadow (every batch the
+//!   live version processes goes through it too, its outputs compared and never written);
+//!   `GET …/SLOT/shadow` the comparison, `POST …/SLOT/shadow/promote` swaps it in,
+//!   `DELETE …/SLOT/shadow` stops it.
 //!
 //! Answers are JSON; a version that fails to load is a 422 with the error, and the running
 //! version stays.
@@ -157,13 +161,29 @@ async fn handle(routes: &Routes, req: Request<Incoming>) -> Response<Full<Bytes>
                     format!("no plugin `{slot}` in pipeline `{pipeline}` (GET /pipelines lists them)"),
                 );
             };
+            let shadow = req
+                .uri()
+                .query()
+                .is_some_and(|q| q.split('&').any(|p| p == "shadow=true"));
             match (&method, rest) {
-                (&Method::PUT, []) => upload(admin, found, req).await,
+                (&Method::PUT, []) => upload(admin, found, req, shadow).await,
+                (&Method::GET, ["shadow"]) => match found.shadow() {
+                    Some(s) => json(StatusCode::OK, serde_json::json!(s.report())),
+                    None => error(StatusCode::NOT_FOUND, "no shadow run: start one with PUT …?shadow=true"),
+                },
+                (&Method::DELETE, ["shadow"]) => match found.stop_shadow() {
+                    Some(report) => json(StatusCode::OK, serde_json::json!(report)),
+                    None => error(StatusCode::NOT_FOUND, "no shadow run to stop"),
+                },
+                (&Method::POST, ["shadow", "promote"]) => match found.promote_shadow().await {
+                    Ok(_) => json(StatusCode::OK, serde_json::json!(found.view())),
+                    Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, format!("{e:#}")),
+                },
                 (&Method::POST, ["rollback"]) => match found.rollback("asked through the admin API") {
                     Some(_) => json(StatusCode::OK, serde_json::json!(found.view())),
                     None => error(StatusCode::CONFLICT, "no previous version to roll back to"),
                 },
-                _ => error(StatusCode::METHOD_NOT_ALLOWED, "use PUT (a new version) or POST .../rollback"),
+                _ => error(StatusCode::METHOD_NOT_ALLOWED, "use PUT (a new version; ?shadow=true to run it as a shadow), POST .../rollback, GET or DELETE .../shadow, or POST .../shadow/promote"),
             }
         }
         _ => error(
@@ -177,6 +197,7 @@ async fn upload(
     admin: &Admin,
     slot: &Arc<PluginSlot>,
     req: Request<Incoming>,
+    shadow: bool,
 ) -> Response<Full<Bytes>> {
     let body = match Limited::new(req.into_body(), MAX_UPLOAD).collect().await {
         Ok(b) => b.to_bytes(),
@@ -208,6 +229,12 @@ async fn upload(
                 admin.uploads.display()
             ),
         );
+    }
+    if shadow {
+        return match slot.start_shadow(&file).await {
+            Ok(s) => json(StatusCode::OK, serde_json::json!(s.report())),
+            Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, format!("{e:#}")),
+        };
     }
     match slot.swap(&file, "api").await {
         Ok(_) => json(StatusCode::OK, serde_json::json!(slot.view())),

@@ -275,6 +275,33 @@ impl Metrics {
                 );
             }
         }
+        let name = "sluice_shadow_records_total";
+        let _ = writeln!(out, "# HELP {name} Records a shadow run compared with the live version, by result.\n# TYPE {name} counter");
+        let skipped = "sluice_shadow_skipped_batches_total";
+        let mut skips = String::new();
+        for slot in &slots {
+            let Some(shadow) = slot.shadow() else {
+                continue;
+            };
+            let r = shadow.report();
+            let labels = format!(
+                "pipeline=\"{}\",slot=\"{}\",version=\"{}\"",
+                escape(&slot.pipeline),
+                slot.index,
+                &r.sha256[..12.min(r.sha256.len())]
+            );
+            for (result, n) in [
+                ("equal", r.equal),
+                ("different", r.different),
+                ("shadow_failed", r.shadow_failed),
+                ("live_failed", r.live_failed),
+                ("both_failed", r.both_failed),
+            ] {
+                let _ = writeln!(out, "{name}{{{labels},result=\"{result}\"}} {n}");
+            }
+            let _ = writeln!(skips, "{skipped}{{{labels}}} {}", r.skipped_batches);
+        }
+        let _ = write!(out, "# HELP {skipped} Batches a shadow run was too busy to take.\n# TYPE {skipped} counter\n{skips}");
         let name = "sluice_object_store_retries_total";
         let _ = writeln!(out, "# HELP {name} Object store requests retried after a temporary error.\n# TYPE {name} counter");
         for (uri, n) in self.endpoints.store_retries() {

@@ -58,6 +58,17 @@ pub async fn run(args: RunArgs) -> Result<Vec<(String, Stats)>> {
         ctx.health.add_pipeline(&spec.name, &endpoints);
     }
     metrics.add_slots(&slots);
+    for given in &args.shadow {
+        let (name, file) = given.split_once('=').ok_or_else(|| {
+            anyhow!("--shadow {given}: give NAME=FILE, e.g. --shadow enrich=enrich-next.wasm")
+        })?;
+        let slot = slots.iter().find(|s| s.is_named(name)).ok_or_else(|| {
+            anyhow!("--shadow {given}: no plugin `{name}` runs here (name one by its file name or position)")
+        })?;
+        slot.start_shadow(std::path::Path::new(file))
+            .await
+            .with_context(|| format!("--shadow {given}"))?;
+    }
     if let Some(addr) = &args.metrics {
         let routes = admin::Routes {
             admin: None,

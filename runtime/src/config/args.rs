@@ -124,6 +124,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<String>,
 
+    /// Run FILE as a shadow of the plugin NAME (its file name, with or without `.wasm`, or its
+    /// position): every batch also goes through it, its outputs are compared with the live
+    /// ones and never written (the admin API's `GET …/plugins/NAME/shadow` reports). Repeatable.
+    #[arg(long, value_name = "NAME=FILE")]
+    pub shadow: Vec<String>,
+
     /// After SIGINT/SIGTERM (or a pipeline failing), how long the pipelines may take to drain,
     /// flush and commit before the run gives up with an error (nothing acknowledged is lost).
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]

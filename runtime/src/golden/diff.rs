@@ -74,7 +74,7 @@ pub(super) const MAX_DIFF_LINES: usize = 8;
 
 /// Walks two JSON values; numbers are equal when their values are (39 == 39.0); object key
 /// order does not matter.
-pub(super) fn json_diff(path: &str, want: &Value, got: &Value, diff: &mut Vec<String>) {
+pub(crate) fn json_diff(path: &str, want: &Value, got: &Value, diff: &mut Vec<String>) {
     if diff.len() >= MAX_DIFF_LINES {
         return;
     }

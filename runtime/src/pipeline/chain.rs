@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Result;
 
 use crate::failure::{ErrorPolicy, Failure};
-use crate::plugin::{BatchError, Stage, TransformInstance};
+use crate::plugin::{BatchError, Outcome, Shadow, Stage, TransformInstance};
 use crate::record::{Origin, Record};
 use crate::state::LaneCall;
 
@@ -87,6 +87,7 @@ pub(crate) fn run_chain(
         }
         let start = call.as_ref().map(|c| c.state.savepoint());
         let newest = records.iter().filter_map(|r| r.timestamp_ms).max();
+        let started = std::time::Instant::now();
         let result = loop {
             let mut result = StageResult::default();
             let stop_at_first = policy == ErrorPolicy::Fail;
@@ -118,6 +119,9 @@ pub(crate) fn run_chain(
             }
             break result;
         };
+        if let Some(shadow) = stage.slot.shadow() {
+            offer_to_shadow(&shadow, &records, &result, started.elapsed());
+        }
         let plugin = &stage.version.plugin;
         let who = Some((plugin.name.clone(), plugin.compiled.sha256.clone()));
         inputs = result.made_from.iter().map(|&i| inputs[i]).collect();
@@ -231,6 +235,31 @@ struct StageResult {
     /// (input index, error)
     failures: Vec<(usize, String)>,
     stopped: bool,
+}
+
+/// What each input the stage processed became, for the slot's shadow run to compare with.
+fn offer_to_shadow(
+    shadow: &Shadow,
+    inputs: &[Record],
+    result: &StageResult,
+    took: std::time::Duration,
+) {
+    let processed = match result.failures.first() {
+        Some((i, _)) if result.stopped => *i + 1,
+        _ => inputs.len(),
+    };
+    let mut live: Vec<Outcome> = vec![Ok(Vec::new()); processed];
+    for (output, &from) in result.outputs.iter().zip(&result.made_from) {
+        if let Some(Ok(outputs)) = live.get_mut(from) {
+            outputs.push(output.clone());
+        }
+    }
+    for (i, message) in &result.failures {
+        if let Some(outcome) = live.get_mut(*i) {
+            *outcome = Err(message.clone());
+        }
+    }
+    shadow.offer(inputs[..processed].to_vec(), live, took);
 }
 
 /// Processes `records` (which start at input index `base`); a batch that fails as a whole is

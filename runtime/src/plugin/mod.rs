@@ -6,6 +6,7 @@ mod cache;
 pub mod inspect;
 mod instance;
 mod limits;
+mod shadow;
 mod swap;
 mod watch;
 
@@ -24,6 +25,7 @@ pub use bindings::HostState;
 pub use cache::ArtifactCache;
 pub use instance::{BatchError, Processed, SourceInstance, TransformInstance};
 pub use limits::{Capabilities, Limits, EPOCH_TICK};
+pub use shadow::{Outcome, Shadow, ShadowReport};
 pub use swap::{PluginSlot, RollbackPolicy, SlotCounters, SlotView, Stage, Version};
 pub use watch::watch_files;
 

@@ -105,9 +105,9 @@ pub struct PluginSlot {
     pub index: usize,
     /// The file the pipeline names: watched with --watch, reloaded on SIGHUP.
     pub configured: Mutex<PathBuf>,
-    engine: Arc<PluginEngine>,
-    settings: Mutex<Vec<(String, String)>>,
-    limits: Limits,
+    pub(super) engine: Arc<PluginEngine>,
+    pub(super) settings: Mutex<Vec<(String, String)>>,
+    pub(super) limits: Limits,
     policy: RollbackPolicy,
     generation: AtomicU64,
     state: Mutex<SlotState>,
@@ -117,6 +117,8 @@ pub struct PluginSlot {
     /// Where a stateful plugin's state is checkpointed, and its stage in the chain: a new
     /// version must read it.
     checkpoints: OnceLock<(Arc<StateStore>, usize)>,
+    /// A candidate version run beside the live one, its outputs compared, never written.
+    pub(super) shadow: Mutex<Option<Arc<super::Shadow>>>,
 }
 
 /// A slot as the admin API shows it.
@@ -161,6 +163,7 @@ impl PluginSlot {
             counters: Mutex::new(SlotCounters::default()),
             swapping: tokio::sync::Mutex::new(()),
             checkpoints: OnceLock::new(),
+            shadow: Mutex::new(None),
         })
     }
 
