@@ -58,6 +58,7 @@ pub async fn run(args: RunArgs) -> Result<Vec<(String, Stats)>> {
         ctx.health.add_pipeline(&spec.name, &endpoints);
     }
     metrics.add_slots(&slots);
+    let shadowed = slots.clone();
     for given in &args.shadow {
         let (name, file) = given.split_once('=').ok_or_else(|| {
             anyhow!("--shadow {given}: give NAME=FILE, e.g. --shadow enrich=enrich-next.wasm")
@@ -269,6 +270,11 @@ pub async fn run(args: RunArgs) -> Result<Vec<(String, Stats)>> {
         }
     }
     stopper.abort();
+    for slot in &shadowed {
+        if let Some(r) = slot.shadow().map(|s| s.report()) {
+            tracing::info!(pipeline = %slot.pipeline, slot = slot.index, compared = r.compared, equal = r.equal, different = r.different, shadow_failed = r.shadow_failed, live_failed = r.live_failed, skipped_batches = r.skipped_batches, batches = r.batches, "shadow run");
+        }
+    }
     match first_error {
         Some(e) => Err(e),
         None => Ok(results),

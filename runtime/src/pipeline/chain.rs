@@ -119,7 +119,7 @@ pub(crate) fn run_chain(
             }
             break result;
         };
-        if let Some(shadow) = stage.slot.shadow() {
+        if let Some(shadow) = stage.slot.shadow().filter(|s| s.takes_batch()) {
             offer_to_shadow(&shadow, &records, &result, started.elapsed());
         }
         let plugin = &stage.version.plugin;

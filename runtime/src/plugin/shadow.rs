@@ -2,9 +2,11 @@
 //! processes, with its own instance in a thread of its own, and its outputs are compared with
 //! the live ones record by record (JSON-aware); they are never written. The live stream never
 //! waits for it: a batch offered while it is still busy with earlier ones is skipped and
-//! counted.
+//! counted. It runs in the idle scheduling class and rests between batches, so it takes at most
+//! a quarter of a core, and only what the live stream leaves.
 
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,6 +19,9 @@ use crate::sync::Locked;
 
 /// Batches waiting for the shadow; more are skipped.
 const QUEUE: usize = 4;
+/// The shadow rests this many times as long as each batch took it: it uses at most a quarter
+/// of a core, whatever the live stream leaves idle.
+const REST_PER_BUSY: u32 = 3;
 /// Differences kept as examples.
 const SAMPLE: usize = 20;
 
@@ -70,6 +75,8 @@ pub struct ShadowReport {
 pub struct Shadow {
     pub version: Arc<Version>,
     queue: SyncSender<Offered>,
+    /// Batches offered and not yet compared.
+    queued: Arc<AtomicUsize>,
     report: Arc<Mutex<ShadowReport>>,
 }
 
@@ -83,14 +90,19 @@ impl Shadow {
             ..Default::default()
         }));
         let kept = report.clone();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let taken = queued.clone();
         let name = format!("shadow-{}", version.plugin.name);
         let spawned = std::thread::Builder::new().name(name).spawn(move || {
+            idle_priority();
             // Ends when the shadow is dropped (its sender with it).
             while let Ok(batch) = batches.recv() {
                 let started = Instant::now();
                 let shadow = outcomes(&mut instance, &batch.inputs);
                 let took = started.elapsed();
                 compare(&mut kept.locked(), &batch, &shadow, took);
+                taken.fetch_sub(1, Ordering::AcqRel);
+                std::thread::sleep(started.elapsed() * REST_PER_BUSY);
             }
         });
         if let Err(e) = spawned {
@@ -99,22 +111,32 @@ impl Shadow {
         Arc::new(Shadow {
             version,
             queue,
+            queued,
             report,
         })
     }
 
-    /// Hands a batch the live version processed to the shadow, unless it is busy.
+    /// Whether the shadow takes the next batch: else it is counted as skipped, and the live
+    /// path spends nothing on it.
+    pub fn takes_batch(&self) -> bool {
+        if self.queued.load(Ordering::Acquire) < QUEUE {
+            return true;
+        }
+        self.report.locked().skipped_batches += 1;
+        false
+    }
+
+    /// Hands a batch the live version processed to the shadow (after [`Shadow::takes_batch`]).
     pub fn offer(&self, inputs: Vec<Record>, live: Vec<Outcome>, live_took: Duration) {
         let offered = Offered {
             inputs,
             live,
             live_took,
         };
-        match self.queue.try_send(offered) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.report.locked().skipped_batches += 1;
-            }
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        if self.queue.try_send(offered).is_err() {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            self.report.locked().skipped_batches += 1;
         }
     }
 
@@ -123,6 +145,20 @@ impl Shadow {
         r.live_batch_us = r.live_us_total.checked_div(r.batches).unwrap_or(0);
         r.shadow_batch_us = r.shadow_us_total.checked_div(r.batches).unwrap_or(0);
         r
+    }
+}
+
+/// Puts the calling thread in Linux's idle scheduling class: it runs only on CPU time the
+/// live pipeline leaves over, so a busy shadow takes no time from it (it skips batches instead).
+fn idle_priority() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: a system call on the calling thread (pid 0) with a valid, initialised parameter.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+    if rc != 0 {
+        tracing::warn!(
+            "the shadow runs at normal priority (SCHED_IDLE refused: {}): it may slow the live stream",
+            std::io::Error::last_os_error()
+        );
     }
 }
 
@@ -209,6 +245,9 @@ fn outputs_diff(live: &[Record], shadow: &[Record]) -> Vec<String> {
                 "{at} key: {:?} live, {:?} in the shadow",
                 l.key, s.key
             ));
+        }
+        if l.value == s.value {
+            continue;
         }
         match (
             serde_json::from_slice::<Value>(&l.value),
