@@ -14,7 +14,8 @@
 //!   `DELETE …/SLOT/shadow` stops it.
 //!
 //! Answers are JSON; a version that fails to load is a 422 with the error, and the running
-//! version stays.
+//! version stays. With `--admin-token`, every `/pipelines…` request must carry `Authorization:
+//! Bearer TOKEN` (401 otherwise), and only then may `--admin` listen beyond loopback.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -39,6 +40,8 @@ pub struct Admin {
     pub slots: Vec<Arc<PluginSlot>>,
     /// Uploaded versions are kept here as files (so they reload and cache like any plugin).
     pub uploads: PathBuf,
+    /// Asked of every admin request when set (`--admin-token`).
+    pub token: Option<String>,
 }
 
 /// What one listener serves.
@@ -55,8 +58,16 @@ pub async fn serve(addr: &str, flag: &str, routes: Routes) -> Result<SocketAddr>
     let addr: SocketAddr = addr
         .parse()
         .with_context(|| format!("{flag} {addr}: not an address; use e.g. 127.0.0.1:9901"))?;
-    if !addr.ip().is_loopback() {
-        bail!("{flag} {addr}: it listens on loopback only (127.0.0.1 or ::1)");
+    let guarded = routes.admin.as_ref().is_some_and(|a| a.token.is_some());
+    if !addr.ip().is_loopback() && !guarded {
+        bail!(
+            "{flag} {addr}: it listens on loopback only (127.0.0.1 or ::1){}",
+            if routes.admin.is_some() {
+                ", unless --admin-token (or SLUICE_ADMIN_TOKEN) sets the secret every request must carry"
+            } else {
+                ""
+            }
+        );
     }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -145,6 +156,24 @@ async fn handle(routes: &Routes, req: Request<Incoming>) -> Response<Full<Bytes>
             "unknown path: GET /metrics, GET /health or GET /ready",
         );
     };
+    if let Some(token) = &admin.token {
+        let given = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| same_secret(g.as_bytes(), token.as_bytes())) {
+            let mut response = error(
+                StatusCode::UNAUTHORIZED,
+                "this admin API asks for its token: send `Authorization: Bearer TOKEN` (the --admin-token it was started with)",
+            );
+            response.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                hyper::header::HeaderValue::from_static("Bearer"),
+            );
+            return response;
+        }
+    }
     match (&method, path.as_slice()) {
         (&Method::GET, ["pipelines"]) => {
             let views: Vec<_> = admin.slots.iter().map(|s| s.view()).collect();
@@ -244,15 +273,21 @@ async fn upload(
 
 /// `runtime inspect --admin ADDR`: the live version of every plugin of a running runtime, one
 /// line each.
-pub fn live_versions(addr: &str) -> Result<String> {
+/// Compares two secrets in time independent of where they differ.
+fn same_secret(given: &[u8], want: &[u8]) -> bool {
+    given.len() == want.len() && given.iter().zip(want).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0
+}
+
+pub fn live_versions(addr: &str, token: Option<&str>) -> Result<String> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).with_context(|| {
         format!("--admin {addr}: no runtime answers there (was it started with --admin {addr}?)")
     })?;
     stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         stream,
-        "GET /pipelines HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET /pipelines HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
     )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
@@ -260,6 +295,9 @@ pub fn live_versions(addr: &str) -> Result<String> {
         .split_once("\r\n\r\n")
         .map(|(_, b)| b)
         .with_context(|| format!("--admin {addr}: not an HTTP answer"))?;
+    if response.starts_with("HTTP/1.1 401") {
+        bail!("--admin {addr}: the runtime asks for its admin token: give --admin-token or SLUICE_ADMIN_TOKEN");
+    }
     let views: Vec<serde_json::Value> = serde_json::from_str(body)
         .with_context(|| format!("--admin {addr}: not the Sluice admin API"))?;
     let mut out = String::new();

@@ -54,6 +54,14 @@ enum Command {
         /// The admin address of a running `runtime run --admin ADDR`.
         #[arg(long, value_name = "ADDR", conflicts_with = "plugin")]
         admin: Option<String>,
+        /// Its --admin-token, if it has one.
+        #[arg(
+            long,
+            env = "SLUICE_ADMIN_TOKEN",
+            value_name = "TOKEN",
+            hide_env_values = true
+        )]
+        admin_token: Option<String>,
     },
 }
 
@@ -104,10 +112,13 @@ fn main() -> ExitCode {
             print!("{report}");
             world.map(drop)
         }),
-        Command::Inspect { admin, .. } => {
-            sluice::admin::live_versions(admin.as_deref().unwrap_or_default())
-                .map(|report| print!("{report}"))
-        }
+        Command::Inspect {
+            admin, admin_token, ..
+        } => sluice::admin::live_versions(
+            admin.as_deref().unwrap_or_default(),
+            admin_token.as_deref(),
+        )
+        .map(|report| print!("{report}")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

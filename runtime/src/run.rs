@@ -82,6 +82,7 @@ pub async fn run(args: RunArgs) -> Result<Vec<(String, Stats)>> {
         let admin = admin::Admin {
             slots,
             uploads: cache_dir.join("uploads"),
+            token: args.admin_token.clone().filter(|t| !t.is_empty()),
         };
         let routes = admin::Routes {
             admin: Some(admin),

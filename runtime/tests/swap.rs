@@ -411,7 +411,10 @@ fn the_admin_api_listens_on_loopback_only_and_inspect_reads_it() {
         .output()
         .unwrap();
     let e = common::error_line(&out);
-    assert!(e.contains("listens on loopback only"), "{e}");
+    assert!(
+        e.contains("listens on loopback only") && e.contains("--admin-token"),
+        "{e}"
+    );
     let e = common::error_line(
         &runtime()
             .args(["inspect", "--admin", &free_addr()])
@@ -445,4 +448,67 @@ fn the_admin_api_listens_on_loopback_only_and_inspect_reads_it() {
     );
     assert_eq!(status, 404, "{body}");
     stream.finish();
+}
+
+#[test]
+fn an_admin_token_is_asked_of_every_admin_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, log) = (free_addr(), dir.path().join("log"));
+    let mut child = runtime()
+        .args([
+            "run",
+            "--plugin",
+            plugin("enrich").to_str().unwrap(),
+            "--admin",
+            &addr,
+        ])
+        .env("SLUICE_ADMIN_TOKEN", "s3cret")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for_admin(&addr);
+    let curl = |auth: Option<&str>, method: &str, path: &str| -> String {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", method]);
+        if let Some(token) = auth {
+            cmd.args(["-H", &format!("Authorization: Bearer {token}")]);
+        }
+        let out = cmd.arg(format!("http://{addr}{path}")).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(curl(None, "GET", "/pipelines"), "401");
+    assert_eq!(curl(Some("wrong!"), "GET", "/pipelines"), "401");
+    assert_eq!(
+        curl(None, "POST", "/pipelines/main/plugins/0/rollback"),
+        "401"
+    );
+    assert_eq!(curl(Some("s3cret"), "GET", "/pipelines"), "200");
+    // A rollback with nothing to roll back to: past the token, refused for its own reason.
+    assert_eq!(
+        curl(Some("s3cret"), "POST", "/pipelines/main/plugins/0/rollback"),
+        "409"
+    );
+    // Probes stay open.
+    assert_eq!(curl(None, "GET", "/health"), "200");
+    let e = common::error_line(
+        &runtime()
+            .args(["inspect", "--admin", &addr])
+            .env_remove("SLUICE_ADMIN_TOKEN")
+            .output()
+            .unwrap(),
+    );
+    assert!(e.contains("asks for its admin token"), "{e}");
+    let listed = runtime()
+        .args(["inspect", "--admin", &addr, "--admin-token", "s3cret"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).starts_with("main\t0\tenrich.wasm"),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    drop(child.stdin.take());
+    assert!(child.wait().unwrap().success(), "{}", log_of(&log));
 }

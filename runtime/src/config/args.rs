@@ -124,6 +124,16 @@ pub struct RunArgs {
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<String>,
 
+    /// A secret the admin API asks of every request to `/pipelines…` (`Authorization: Bearer
+    /// TOKEN`; a request without it is 401). With it, --admin may listen beyond loopback.
+    #[arg(
+        long,
+        env = "SLUICE_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
+
     /// Run FILE as a shadow of the plugin NAME (its file name, with or without `.wasm`, or its
     /// position): every batch also goes through it, its outputs are compared with the live
     /// ones and never written (the admin API's `GET …/plugins/NAME/shadow` reports). Repeatable.
