@@ -8,6 +8,8 @@
 //! - `PUT /pipelines/PIPELINE/plugins/SLOT` with a wasm body: load it, check it, swap it in;
 //!   `SLOT` is the plugin's position in the chain or its file name (`enrich` or `enrich.wasm`);
 //! - `POST /pipelines/PIPELINE/plugins/SLOT/rollback`: the previous version comes back;
+//! - `GET /pipelines/PIPELINE/failures`: the last 20 records that failed (position, plugin,
+//!   reason, the input's first bytes);
 //! - `PUT …/SLOT?shadow=true` with a wasm body: run it as the slot's shadow (every batch the
 //!   live version processes goes through it too, its outputs compared and never written);
 //!   `GET …/SLOT/shadow` the comparison, `POST …/SLOT/shadow/promote` swaps it in,
@@ -178,6 +180,12 @@ async fn handle(routes: &Routes, req: Request<Incoming>) -> Response<Full<Bytes>
         (&Method::GET, ["pipelines"]) => {
             let views: Vec<_> = admin.slots.iter().map(|s| s.view()).collect();
             json(StatusCode::OK, serde_json::json!(views))
+        }
+        (&Method::GET, ["pipelines", pipeline, "failures"]) => {
+            match routes.metrics.pipeline_if_any(pipeline) {
+                Some(p) => json(StatusCode::OK, serde_json::json!(p.recent_failures())),
+                None => error(StatusCode::NOT_FOUND, format!("no pipeline `{pipeline}` runs here")),
+            }
         }
         (_, ["pipelines", pipeline, "plugins", slot, rest @ ..]) => {
             let Some(found) = admin

@@ -24,6 +24,8 @@ pub struct Failure {
     pub message: String,
     /// The plugin (name, sha256) that failed it, if one did.
     pub plugin: Option<(Arc<str>, String)>,
+    /// The value that failed, where it is at hand (what the failing plugin or sink was given).
+    pub value: Option<bytes::Bytes>,
 }
 
 impl std::fmt::Display for Failure {

@@ -35,9 +35,47 @@ pub struct PipelineMetrics {
     checkpoint_us: AtomicU64,
     checkpoint_last_us: AtomicU64,
     checkpoint_bytes: AtomicU64,
+    /// The last records that failed, newest last.
+    recent_failures: std::sync::Mutex<std::collections::VecDeque<RecentFailure>>,
+}
+
+/// Failed records kept per pipeline for the admin API, and bytes of each value shown.
+const RECENT_FAILURES: usize = 20;
+const VALUE_SHOWN: usize = 256;
+
+/// A record that failed, as `GET /pipelines/P/failures` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RecentFailure {
+    pub position: String,
+    pub plugin: Option<String>,
+    pub reason: String,
+    /// The failed value's first bytes (lossy UTF-8), when it is known.
+    pub value: Option<String>,
+    pub at_ms: i64,
 }
 
 impl PipelineMetrics {
+    /// Keeps `failure` among the pipeline's recent failures.
+    pub fn note_failure(&self, failure: &crate::failure::Failure) {
+        let input = failure.value.as_deref();
+        let mut recent = self.recent_failures.locked();
+        if recent.len() == RECENT_FAILURES {
+            recent.pop_front();
+        }
+        recent.push_back(RecentFailure {
+            position: failure.position.clone(),
+            plugin: failure.plugin.as_ref().map(|(name, _)| name.to_string()),
+            reason: failure.message.clone(),
+            value: input
+                .map(|v| String::from_utf8_lossy(&v[..v.len().min(VALUE_SHOWN)]).into_owned()),
+            at_ms: crate::state::now_ms(),
+        });
+    }
+
+    pub fn recent_failures(&self) -> Vec<RecentFailure> {
+        self.recent_failures.locked().iter().cloned().collect()
+    }
+
     /// A worker's state changed from `before` to `now` (bytes, keys, timers pending).
     pub fn add_state(&self, before: (usize, usize, usize), now: (usize, usize, usize)) {
         let delta = |a: usize, b: usize| b as i64 - a as i64;
@@ -91,6 +129,11 @@ impl Metrics {
     pub fn pipeline(&self, name: &str) -> Arc<PipelineMetrics> {
         let mut p = self.pipelines.locked();
         p.entry(name.to_owned()).or_default().clone()
+    }
+
+    /// A pipeline's figures, if it runs here.
+    pub fn pipeline_if_any(&self, name: &str) -> Option<Arc<PipelineMetrics>> {
+        self.pipelines.locked().get(name).cloned()
     }
 
     pub fn add_slots(&self, slots: &[Arc<PluginSlot>]) {

@@ -461,6 +461,10 @@ fn an_admin_token_is_asked_of_every_admin_request() {
             plugin("enrich").to_str().unwrap(),
             "--admin",
             &addr,
+            "--on-error",
+            "skip",
+            "--batch-size",
+            "1",
         ])
         .env("SLUICE_ADMIN_TOKEN", "s3cret")
         .stdin(Stdio::piped())
@@ -509,6 +513,42 @@ fn an_admin_token_is_asked_of_every_admin_request() {
         "{}",
         String::from_utf8_lossy(&listed.stderr)
     );
-    drop(child.stdin.take());
+    // The last failures, with their input's first bytes, behind the same token.
+    use std::io::Write;
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, r#"{{"user":"no coordinates"}}"#).unwrap();
+    stdin.flush().unwrap();
+    assert_eq!(curl(None, "GET", "/pipelines/main/failures"), "401");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let failures = loop {
+        let out = Command::new("curl")
+            .args(["-s", "-H", "Authorization: Bearer s3cret"])
+            .arg(format!("http://{addr}/pipelines/main/failures"))
+            .output()
+            .unwrap();
+        let failures: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        if failures.as_array().is_some_and(|f| !f.is_empty()) {
+            break failures;
+        }
+        assert!(Instant::now() < deadline, "{failures}\n{}", log_of(&log));
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        failures[0]["value"], r#"{"user":"no coordinates"}"#,
+        "{failures}"
+    );
+    assert_eq!(failures[0]["plugin"], "enrich.wasm", "{failures}");
+    assert!(
+        failures[0]["reason"].as_str().unwrap().contains("latitude"),
+        "{failures}"
+    );
+    assert!(
+        failures[0]["position"]
+            .as_str()
+            .unwrap()
+            .starts_with("stdin"),
+        "{failures}"
+    );
+    drop(stdin);
     assert!(child.wait().unwrap().success(), "{}", log_of(&log));
 }

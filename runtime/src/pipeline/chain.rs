@@ -133,6 +133,7 @@ pub(crate) fn run_chain(
                 position: records[i].position(),
                 message,
                 plugin: who.clone(),
+                value: Some(records[i].value.clone()),
             })
             .collect();
         records = result.outputs;
@@ -153,6 +154,7 @@ pub(crate) fn run_chain(
                          pipeline's outputs in a pipelines file)"
                     ),
                     plugin: who.clone(),
+                    value: Some(r.value.clone()),
                 }
             };
             if policy == ErrorPolicy::Fail {
@@ -354,6 +356,7 @@ fn fire_timers(
                 position: origin.to_string(),
                 message: format!("plugin {plugin}, timer: {message}"),
                 plugin: None,
+                value: None,
             }),
         }
     }

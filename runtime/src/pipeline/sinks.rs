@@ -101,6 +101,7 @@ impl Sinks {
                     position: records[r.index].position(),
                     message: format!("{name} cannot write it: {}", r.message),
                     plugin: None,
+                    value: Some(records[r.index].value.clone()),
                 };
                 (inputs[r.index], failure)
             }));

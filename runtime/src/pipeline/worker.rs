@@ -237,6 +237,7 @@ impl Worker<'_> {
                 position: e.position,
                 message: e.message,
                 plugin: None,
+                value: e.input.as_ref().map(|r| r.value.clone()),
             });
         }
         if let (Some(dlq), false) = (&mut self.sinks.dead_letters, failures.is_empty()) {
@@ -245,6 +246,10 @@ impl Worker<'_> {
                 .await?;
             // The batch is acknowledged once its outputs and its dead letters are durable.
             durables.push(letters.durable);
+        }
+        // The last few are kept for the admin API.
+        for failure in &failures[failures.len().saturating_sub(20)..] {
+            self.metrics.note_failure(failure);
         }
         for failure in failures {
             self.metrics.records_failed.fetch_add(1, Relaxed);
