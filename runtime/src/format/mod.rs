@@ -1,4 +1,5 @@
 //! Record <-> bytes codecs.
 
+pub mod json_diff;
 pub mod jsonl;
 pub mod parquet;

@@ -6,6 +6,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde_json::{Map, Value};
 
+pub(super) use crate::format::json_diff::json_diff;
+
 use crate::record::Record;
 
 use super::cases::*;
@@ -66,56 +68,6 @@ pub(super) fn compare(want: &Envelope, got: &Record, prefix: &str, diff: &mut Ve
                 got.timestamp_ms
             ));
         }
-    }
-}
-
-/// At most this many lines of JSON differences per record.
-pub(super) const MAX_DIFF_LINES: usize = 8;
-
-/// Walks two JSON values; numbers are equal when their values are (39 == 39.0); object key
-/// order does not matter.
-pub(crate) fn json_diff(path: &str, want: &Value, got: &Value, diff: &mut Vec<String>) {
-    if diff.len() >= MAX_DIFF_LINES {
-        return;
-    }
-    match (want, got) {
-        (Value::Object(w), Value::Object(g)) => {
-            for (k, wv) in w {
-                let p = format!("{path}.{k}");
-                match g.get(k) {
-                    Some(gv) => json_diff(&p, wv, gv, diff),
-                    None => diff.push(format!("{p}: expected {wv}, missing")),
-                }
-            }
-            for (k, gv) in g {
-                if !w.contains_key(k) && diff.len() < MAX_DIFF_LINES {
-                    diff.push(format!("{path}.{k}: not expected, got {gv}"));
-                }
-            }
-        }
-        (Value::Array(w), Value::Array(g)) => {
-            if w.len() != g.len() {
-                diff.push(format!(
-                    "{path}: expected {} element(s), got {}",
-                    w.len(),
-                    g.len()
-                ));
-            }
-            for (i, (wv, gv)) in w.iter().zip(g).enumerate() {
-                json_diff(&format!("{path}[{i}]"), wv, gv, diff);
-            }
-        }
-        (Value::Number(w), Value::Number(g)) => {
-            let same = match (w.as_i64(), g.as_i64()) {
-                (Some(a), Some(b)) => a == b,
-                _ => w.as_f64() == g.as_f64(),
-            };
-            if !same {
-                diff.push(format!("{path}: expected {w}, got {g}"));
-            }
-        }
-        (w, g) if w == g => {}
-        (w, g) => diff.push(format!("{path}: expected {w}, got {g}")),
     }
 }
 

@@ -12,7 +12,6 @@
 
 mod cases;
 mod diff;
-pub(crate) use diff::json_diff;
 mod runner;
 
 use std::path::{Path, PathBuf};

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::{BatchError, TransformInstance, Version};
-use crate::golden::json_diff;
+use crate::format::json_diff::json_diff;
 use crate::record::Record;
 use crate::sync::Locked;
 
