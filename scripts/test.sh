@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/build-plugins.sh
+# Headless Chromium and Playwright for the console's browser test.
+bash scripts/browser-tools.sh install
 # The test servers on loopback, stopped again when the tests end: the Kafka-protocol broker on
 # 127.0.0.1:9092 and the S3 server on 127.0.0.1:9000 (with pyarrow beside it).
 trap 'bash scripts/kafka.sh stop; bash scripts/s3.sh stop' EXIT

@@ -65,17 +65,32 @@ pub struct EndpointMetrics {
     kafka_lag: Mutex<BTreeMap<(String, i32), i64>>,
     kafka_retries: Mutex<BTreeMap<String, u64>>,
     table_commits: Mutex<BTreeMap<String, TableCommits>>,
+    objects_written: Mutex<BTreeMap<String, ObjectsWritten>>,
     object_events: Mutex<BTreeMap<(String, &'static str), u64>>,
 }
 
 /// What a table sink's commits did, summed.
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct TableCommits {
     pub commits: u64,
     pub conflicts: u64,
     pub records: u64,
+    /// Data files the commits added.
+    pub files: u64,
     /// Time from the start of a commit (closing its files) to its landing.
     pub seconds: f64,
+    /// When the last one landed (Unix milliseconds).
+    pub last_at_ms: i64,
+}
+
+/// What an object sink wrote, summed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct ObjectsWritten {
+    pub objects: u64,
+    pub records: u64,
+    pub bytes: u64,
+    /// When the last one was written (Unix milliseconds).
+    pub last_at_ms: i64,
 }
 
 impl EndpointMetrics {
@@ -103,14 +118,31 @@ impl EndpointMetrics {
         self.kafka_retries.locked().insert(uri.to_owned(), retries);
     }
 
-    /// A table commit landed after `conflicts` retries.
-    pub fn count_table_commit(&self, uri: &str, records: u64, conflicts: u64, seconds: f64) {
+    /// A table commit of `landed.records` records in `landed.files` files landed after
+    /// `landed.conflicts` retries, `landed.seconds` after it started.
+    pub fn count_table_commit(&self, uri: &str, landed: TableCommits) {
         let mut all = self.table_commits.locked();
         let t = all.entry(uri.to_owned()).or_default();
         t.commits += 1;
-        t.conflicts += conflicts;
-        t.records += records;
-        t.seconds += seconds;
+        t.conflicts += landed.conflicts;
+        t.records += landed.records;
+        t.files += landed.files;
+        t.seconds += landed.seconds;
+        t.last_at_ms = crate::state::now_ms();
+    }
+
+    /// An object sink wrote an object of `records` records and `bytes` bytes.
+    pub fn count_object_written(&self, uri: &str, records: u64, bytes: u64) {
+        let mut all = self.objects_written.locked();
+        let o = all.entry(uri.to_owned()).or_default();
+        o.objects += 1;
+        o.records += records;
+        o.bytes += bytes;
+        o.last_at_ms = crate::state::now_ms();
+    }
+
+    pub fn objects_written(&self) -> BTreeMap<String, ObjectsWritten> {
+        self.objects_written.locked().clone()
     }
 
     /// An event-fed object source dealt with an event: `read`, `repeated`, `ignored`,

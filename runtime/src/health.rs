@@ -178,6 +178,15 @@ impl Health {
         (healthy, json!({ "status": status, "pipelines": listed }))
     }
 
+    /// The endpoints of `pipeline` (as [`endpoint_name`] gives them).
+    pub fn endpoints_of(&self, pipeline: &str) -> Vec<String> {
+        self.pipelines
+            .locked()
+            .get(pipeline)
+            .map(|p| p.endpoints.clone())
+            .unwrap_or_default()
+    }
+
     /// `/ready`: every pipeline has loaded its plugins and opened its endpoints, and none waits
     /// on an endpoint (a consumer group it has not joined yet).
     pub fn readiness(&self) -> (bool, Value) {

@@ -132,9 +132,27 @@ pub struct SlotView {
     pub loaded_at_ms: u128,
     pub origin: &'static str,
     pub status: &'static str,
+    /// Records the live version processed, and of those failed.
+    pub records: u64,
+    pub failures: u64,
+    /// While on probation: what it has processed since the swap, and the failure rate that
+    /// rolls it back.
+    pub probation: Option<ProbationView>,
     pub history: Vec<String>,
+    /// The shadow run's comparison so far, when one runs.
+    pub shadow: Option<super::ShadowReport>,
     #[serde(flatten)]
     pub counters: SlotCounters,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ProbationView {
+    pub records: u64,
+    pub failures: u64,
+    pub max_failure_rate: f64,
+    /// Probation ends after this many records or this many milliseconds, whichever is first.
+    pub window_records: u64,
+    pub remaining_ms: u64,
 }
 
 impl PluginSlot {
@@ -336,6 +354,8 @@ impl PluginSlot {
     }
 
     pub fn view(&self) -> SlotView {
+        // Taken before the state lock: no lock is held while the other is taken.
+        let shadow = self.shadow().map(|s| s.report());
         let state = self.state();
         let live = &state.live;
         SlotView {
@@ -354,11 +374,25 @@ impl PluginSlot {
             } else {
                 "live"
             },
+            records: live.records.load(Ordering::Relaxed),
+            failures: live.failures.load(Ordering::Relaxed),
+            probation: state.probation.as_ref().map(|p| ProbationView {
+                records: p.records,
+                failures: p.failures,
+                max_failure_rate: self.policy.max_failure_rate,
+                window_records: self.policy.window_records,
+                remaining_ms: self
+                    .policy
+                    .window
+                    .saturating_sub(p.since.elapsed())
+                    .as_millis() as u64,
+            }),
             history: state
                 .history
                 .iter()
                 .map(|v| v.plugin.compiled.sha256.clone())
                 .collect(),
+            shadow,
             counters: self.counters().clone(),
         }
     }

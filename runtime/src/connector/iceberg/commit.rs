@@ -19,6 +19,7 @@ use super::pending::Pending;
 use super::positions::{self, Positions, COMMIT_ID};
 use super::sink::Shared;
 use crate::connector::{backoff, one_line, Seal};
+use crate::context::TableCommits;
 use crate::health::Cause;
 use crate::sync::Locked;
 
@@ -129,9 +130,13 @@ impl Shared {
                     self.health.recovered(display, &[Cause::Unreachable]);
                     self.metrics.count_table_commit(
                         display,
-                        pending.records as u64,
-                        conflicts.into(),
-                        started.elapsed().as_secs_f64(),
+                        TableCommits {
+                            records: pending.records as u64,
+                            files: files.len() as u64,
+                            conflicts: conflicts.into(),
+                            seconds: started.elapsed().as_secs_f64(),
+                            ..TableCommits::default()
+                        },
                     );
                     tracing::info!(
                         table = %self.uri.display,

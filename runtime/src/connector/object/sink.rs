@@ -67,6 +67,7 @@ struct SinkShared {
     /// time, so pipelines waiting on them (through in-process topics) finish quickly.
     stopping: watch::Receiver<bool>,
     health: Arc<Health>,
+    metrics: Arc<crate::context::EndpointMetrics>,
 }
 
 #[derive(Default)]
@@ -111,6 +112,7 @@ impl ObjectSink {
             uploads: Semaphore::new(UPLOADS_PER_WORKER),
             stopping: ctx.stopping(),
             health: ctx.health.clone(),
+            metrics: ctx.endpoints.clone(),
         });
         Ok(Self::with(shared))
     }
@@ -199,6 +201,9 @@ async fn upload(shared: Arc<SinkShared>, p: Pending) {
         };
         written.map_err(|e| shared.uri.explain(e, &format!("write {key}")).to_string())?;
         tracing::info!(uri = %shared.uri.display, key, records = p.records, bytes = size, "object written");
+        shared
+            .metrics
+            .count_object_written(&shared.uri.display, p.records as u64, size as u64);
         shared
             .health
             .recovered(&shared.uri.display, &[Cause::Unreachable]);

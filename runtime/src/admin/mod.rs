@@ -3,6 +3,10 @@
 //! `GET /ready` (200 once plugins are loaded and sources joined); `--admin ADDR` serves those
 //! and the admin API:
 //!
+//! - `GET /`: the console, a page over this API (its script and style from `/console.js` and
+//!   `/console.css`, compiled into the binary; it fetches nothing from elsewhere);
+//! - `GET /overview`: every pipeline with its state, counters, rates, latency, endpoint
+//!   progress, plugin slots and last failures (what the console shows);
 //! - `GET /pipelines`: every plugin slot of every pipeline with its live version (sha256), load
 //!   time, status (live or probation), earlier versions kept for rollback and swap counters;
 //! - `PUT /pipelines/PIPELINE/plugins/SLOT` with a wasm body: load it, check it, swap it in;
@@ -34,6 +38,17 @@ use sha2::{Digest, Sha256};
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::plugin::PluginSlot;
+
+mod overview;
+
+/// The console's files, served as they are.
+const CONSOLE_HTML: &str = include_str!("console/index.html");
+const CONSOLE_JS: &str = include_str!("console/console.js");
+const CONSOLE_CSS: &str = include_str!("console/console.css");
+/// The console may load only its own files and talk only to this listener.
+const CONSOLE_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; \
+     frame-ancestors 'none'";
 
 /// Largest plugin the API accepts.
 const MAX_UPLOAD: usize = 64 << 20;
@@ -77,6 +92,18 @@ pub async fn serve(addr: &str, flag: &str, routes: Routes) -> Result<SocketAddr>
     let bound = listener.local_addr()?;
     tracing::info!(address = %bound, "{} listening", &flag[2..]);
     let admin = Arc::new(routes);
+    if admin.admin.is_some() {
+        // The console's records/s chart and recent latency come from these samples.
+        let metrics = admin.metrics.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                every.tick().await;
+                metrics.sample_history();
+            }
+        });
+    }
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -119,6 +146,24 @@ fn status_of(ok: bool) -> StatusCode {
     }
 }
 
+fn console_file(content_type: &'static str, body: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    let headers = response.headers_mut();
+    use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE};
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(
+        CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONSOLE_POLICY),
+    );
+    // A new binary may bring a new console: the browser asks again each time.
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
 fn error(status: StatusCode, message: impl std::fmt::Display) -> Response<Full<Bytes>> {
     json(status, serde_json::json!({ "error": message.to_string() }))
 }
@@ -158,6 +203,17 @@ async fn handle(routes: &Routes, req: Request<Incoming>) -> Response<Full<Bytes>
             "unknown path: GET /metrics, GET /health or GET /ready",
         );
     };
+    // The console's files hold no data: they load without the token, and ask for it.
+    match (&method, path.as_slice()) {
+        (&Method::GET, []) => return console_file("text/html; charset=utf-8", CONSOLE_HTML),
+        (&Method::GET, ["console.js"]) => {
+            return console_file("text/javascript; charset=utf-8", CONSOLE_JS)
+        }
+        (&Method::GET, ["console.css"]) => {
+            return console_file("text/css; charset=utf-8", CONSOLE_CSS)
+        }
+        _ => {}
+    }
     if let Some(token) = &admin.token {
         let given = req
             .headers()
@@ -177,6 +233,7 @@ async fn handle(routes: &Routes, req: Request<Incoming>) -> Response<Full<Bytes>
         }
     }
     match (&method, path.as_slice()) {
+        (&Method::GET, ["overview"]) => json(StatusCode::OK, overview::overview(routes, admin)),
         (&Method::GET, ["pipelines"]) => {
             let views: Vec<_> = admin.slots.iter().map(|s| s.view()).collect();
             json(StatusCode::OK, serde_json::json!(views))
@@ -225,7 +282,7 @@ async fn handle(routes: &Routes, req: Request<Incoming>) -> Response<Full<Bytes>
         }
         _ => error(
             StatusCode::NOT_FOUND,
-            "unknown path: GET /pipelines, PUT /pipelines/P/plugins/SLOT, POST /pipelines/P/plugins/SLOT/rollback",
+            "unknown path: GET / (the console), GET /overview, GET /pipelines, PUT /pipelines/P/plugins/SLOT, POST /pipelines/P/plugins/SLOT/rollback",
         ),
     }
 }

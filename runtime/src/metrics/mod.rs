@@ -8,6 +8,10 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod history;
+
+pub use history::Recent;
+
 use crate::context::EndpointMetrics;
 use crate::plugin::PluginSlot;
 use crate::sync::Locked;
@@ -114,6 +118,7 @@ pub struct Metrics {
     pipelines: Mutex<BTreeMap<String, Arc<PipelineMetrics>>>,
     slots: Mutex<Vec<Arc<PluginSlot>>>,
     endpoints: Arc<EndpointMetrics>,
+    history: Mutex<BTreeMap<String, history::History>>,
 }
 
 impl Metrics {
@@ -123,7 +128,32 @@ impl Metrics {
             pipelines: Mutex::default(),
             slots: Mutex::default(),
             endpoints,
+            history: Mutex::default(),
         }
+    }
+
+    /// The figures endpoints report.
+    pub fn endpoints(&self) -> &EndpointMetrics {
+        &self.endpoints
+    }
+
+    /// Takes this second's sample of every pipeline (the admin listener calls it once a second).
+    pub fn sample_history(&self) {
+        let pipelines = self.pipelines.locked().clone();
+        let now = crate::state::now_ms();
+        let mut history = self.history.locked();
+        for (name, p) in pipelines {
+            history.entry(name).or_default().sample(&p, now);
+        }
+    }
+
+    /// A pipeline's last minutes.
+    pub fn recent(&self, pipeline: &str) -> Recent {
+        self.history
+            .locked()
+            .get(pipeline)
+            .map(history::History::recent)
+            .unwrap_or_default()
     }
 
     pub fn pipeline(&self, name: &str) -> Arc<PipelineMetrics> {
@@ -395,10 +425,51 @@ impl Metrics {
                 "Time spent committing (closing data files to landing), summed.",
                 |t| t.seconds,
             ),
+            (
+                "sluice_table_files_committed_total",
+                "Data files in table commits that landed.",
+                |t| t.files as f64,
+            ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             for (uri, t) in &commits {
                 let _ = writeln!(out, "{name}{{uri=\"{}\"}} {}", escape(uri), get(t));
+            }
+        }
+        let name = "sluice_table_last_commit_timestamp_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} When the last table commit landed (Unix time).\n# TYPE {name} gauge"
+        );
+        for (uri, t) in &commits {
+            let _ = writeln!(
+                out,
+                "{name}{{uri=\"{}\"}} {}",
+                escape(uri),
+                t.last_at_ms as f64 / 1e3
+            );
+        }
+        let written = self.endpoints.objects_written();
+        for (name, help, get) in [
+            (
+                "sluice_objects_written_total",
+                "Objects an object sink wrote.",
+                (|o| o.objects) as fn(&crate::context::ObjectsWritten) -> u64,
+            ),
+            (
+                "sluice_object_records_written_total",
+                "Records in the objects an object sink wrote.",
+                |o| o.records,
+            ),
+            (
+                "sluice_object_bytes_written_total",
+                "Bytes of the objects an object sink wrote.",
+                |o| o.bytes,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (uri, o) in &written {
+                let _ = writeln!(out, "{name}{{uri=\"{}\"}} {}", escape(uri), get(o));
             }
         }
         out
