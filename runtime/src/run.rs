@@ -273,7 +273,7 @@ pub async fn run(args: RunArgs) -> Result<Vec<(String, Stats)>> {
     stopper.abort();
     for slot in &shadowed {
         if let Some(r) = slot.shadow().map(|s| s.report()) {
-            tracing::info!(pipeline = %slot.pipeline, slot = slot.index, compared = r.compared, equal = r.equal, different = r.different, shadow_failed = r.shadow_failed, live_failed = r.live_failed, skipped_batches = r.skipped_batches, batches = r.batches, "shadow run");
+            tracing::info!(pipeline = %slot.pipeline, slot = slot.index, compared = r.compared, equal = r.equal, different = r.different, shadow_failed = r.shadow_failed, live_failed = r.live_failed, skipped_batches = r.skipped_batches, batches = r.batches, live_batch_us = r.live_batch_us, shadow_batch_us = r.shadow_batch_us, "shadow run");
         }
     }
     match first_error {

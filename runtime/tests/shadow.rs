@@ -270,3 +270,131 @@ fn a_shadow_that_traps_never_touches_the_live_stream() {
         "{report}"
     );
 }
+
+/// Seconds from the first `start` line of a runtime log to its last `end` line (each line
+/// starts with an RFC 3339 UTC timestamp).
+fn span(log: &str, start: &str, end: &str) -> f64 {
+    let seconds = |line: &str| -> f64 {
+        // 2026-12-06T15:41:06.123456Z: the time of day is enough for runs under a day.
+        let time = &line[line.find('T').expect("a timestamp") + 1..];
+        let time = &time[..time.find('Z').expect("a UTC timestamp")];
+        let mut parts = time.split(':').map(|p| p.parse::<f64>().expect("a time"));
+        let (h, m, s) = (
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+        );
+        h * 3600.0 + m * 60.0 + s
+    };
+    let first = log.lines().find(|l| l.contains(start)).map(seconds);
+    let last = log.lines().rfind(|l| l.contains(end)).map(seconds);
+    match (first, last) {
+        (Some(first), Some(last)) => (last - first).rem_euclid(86_400.0),
+        _ => panic!("no `{start}` .. `{end}` in the log:\n{log}"),
+    }
+}
+
+/// The number after `name=` in `line`.
+fn field(line: &str, name: &str) -> u64 {
+    let at = line
+        .find(&format!(" {name}="))
+        .unwrap_or_else(|| panic!("no {name} in {line}"));
+    line[at + name.len() + 2..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no number after {name}= in {line}"))
+}
+
+/// One run of `--count n` records from `input` through identity (and `shadow` beside it), its
+/// log and its outputs.
+fn identity_run(
+    broker: &str,
+    input: &str,
+    n: usize,
+    shadow: Option<&Path>,
+) -> (String, Vec<Vec<u8>>) {
+    let output = unique("shadow3-out");
+    create_topic(broker, &output, 2);
+    let identity = plugin("identity");
+    let mut args = vec![
+        "run".to_owned(),
+        "--source".into(),
+        kafka::source_uri(broker, input, &unique("shadow3")),
+        "--plugin".into(),
+        identity.to_str().unwrap().into(),
+        "--sink".into(),
+        kafka::sink_uri(broker, &output),
+        "--count".into(),
+        n.to_string(),
+        // testkit's sleeps are real only with the clock.
+        "--allow".into(),
+        "clock".into(),
+        "--batch-deadline-ms".into(),
+        "10000".into(),
+    ];
+    if let Some(shadow) = shadow {
+        args.push("--shadow".into());
+        args.push(format!("identity={}", shadow.display()));
+    }
+    let out = runtime().args(&args).output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{log}");
+    (log, values(broker, &output, n))
+}
+
+#[test]
+fn a_shadow_that_sleeps_never_slows_the_live_stream() {
+    let broker = kafka::broker();
+    let input = unique("shadow3-in");
+    create_topic(&broker, &input, 2);
+    // testkit sleeps 1 ms on every 20th record: ~50 ms a batch of 1 024, where the live
+    // identity takes about one.
+    let n = 1_000_000;
+    let records: Vec<(Option<String>, String)> = (0..n)
+        .map(|i| {
+            let word = if i % 20 == 0 { "SLEEP" } else { "w" };
+            (None, format!("\"{word}-{i}\""))
+        })
+        .collect();
+    produce(&broker, &input, &records);
+    let mut want: Vec<Vec<u8>> = records
+        .iter()
+        .map(|(_, v)| v.clone().into_bytes())
+        .collect();
+    want.sort();
+
+    let (alone_log, mut alone) = identity_run(&broker, &input, n, None);
+    let (shadowed_log, mut shadowed) = identity_run(&broker, &input, n, Some(&plugin("testkit")));
+    alone.sort();
+    shadowed.sort();
+    assert!(
+        alone == want,
+        "the run without a shadow lost or changed records"
+    );
+    assert!(shadowed == want, "the shadow changed the live output");
+
+    let report = shadowed_log
+        .lines()
+        .find(|l| l.contains("shadow run") && l.contains(" compared="))
+        .unwrap_or_else(|| panic!("no shadow report in the log:\n{shadowed_log}"));
+    let (compared, equal, failed) = (
+        field(report, "compared"),
+        field(report, "equal"),
+        field(report, "shadow_failed"),
+    );
+    // The live stream finished while the shadow had seen only part of it: it did not wait.
+    assert!(field(report, "skipped_batches") > 0, "{report}");
+    assert!(compared < n as u64, "{report}");
+    assert_eq!(equal + failed, compared, "{report}");
+    assert!(field(report, "different") == 0, "{report}");
+    // Records/s from the first record read to the last output acknowledged: reported, not
+    // asserted (a shared machine swings by more than the 10 % the shadow is allowed).
+    let rate = |log: &str| n as f64 / span(log, "first records read", "every output durable");
+    let (alone_rate, shadowed_rate) = (rate(&alone_log), rate(&shadowed_log));
+    eprintln!(
+        "sleeping shadow: {alone_rate:.0} records/s without, {shadowed_rate:.0} with \
+         ({:.1} %); {report}",
+        100.0 * shadowed_rate / alone_rate
+    );
+}

@@ -9,7 +9,9 @@
 //! - `DROP`: filtered out; `TWICE`: emitted twice; `ROUTE`: sent to the output `elsewhere`;
 //! - `OPEN`, `SOCKET`, `ENV`: tries to read /etc/hostname, connect to 127.0.0.1:9, read $HOME;
 //!   fails the record with what it got back (a sandboxed plugin gets errors);
-//! - `CLOCK`, `RANDOM`: replaced by the seconds since the epoch / 8 random bytes in hex.
+//! - `CLOCK`, `RANDOM`: replaced by the seconds since the epoch / 8 random bytes in hex;
+//! - `SLEEP` (prefix): sleeps 1 ms, then passes through (a slow release, for shadow runs; the
+//!   sleep is real when the plugin is granted the clock).
 //!
 //! Config `fail_init=REASON` makes `init` fail with that reason; `trap_all=true` makes every
 //! record trap (a broken release, for hot-swap rollback tests).
@@ -82,6 +84,9 @@ pub fn process(msg: Message<'_>) -> Result<Vec<Message<'_>>, Error> {
         b"ROUTE" => Ok(vec![msg.to_output("elsewhere")]),
         b"TWICE" => Ok(vec![msg.clone(), msg]),
         _ => {
+            if v.starts_with(b"SLEEP") {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
             if v.starts_with(b"LOG") {
                 log(Level::Info, &String::from_utf8_lossy(v));
             }
