@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-mod history;
+pub mod history;
 
 pub use history::Recent;
 
@@ -404,75 +404,92 @@ impl Metrics {
             );
         }
         let commits = self.endpoints.table_commits();
-        for (name, help, get) in [
+        type Commits = crate::context::TableCommits;
+        let table_series: [Series<Commits>; 6] = [
             (
                 "sluice_table_commits_total",
+                "counter",
                 "Table commits that landed.",
-                (|t| t.commits as f64) as fn(&crate::context::TableCommits) -> f64,
+                |t| t.commits as f64,
             ),
             (
                 "sluice_table_commit_conflicts_total",
+                "counter",
                 "Table commits retried because another writer committed first.",
                 |t| t.conflicts as f64,
             ),
             (
                 "sluice_table_records_committed_total",
+                "counter",
                 "Records in table commits that landed.",
                 |t| t.records as f64,
             ),
             (
                 "sluice_table_commit_seconds_total",
+                "counter",
                 "Time spent committing (closing data files to landing), summed.",
                 |t| t.seconds,
             ),
             (
                 "sluice_table_files_committed_total",
+                "counter",
                 "Data files in table commits that landed.",
                 |t| t.files as f64,
             ),
-        ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (uri, t) in &commits {
-                let _ = writeln!(out, "{name}{{uri=\"{}\"}} {}", escape(uri), get(t));
-            }
-        }
-        let name = "sluice_table_last_commit_timestamp_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} When the last table commit landed (Unix time).\n# TYPE {name} gauge"
-        );
-        for (uri, t) in &commits {
-            let _ = writeln!(
-                out,
-                "{name}{{uri=\"{}\"}} {}",
-                escape(uri),
-                t.last_at_ms as f64 / 1e3
-            );
+            (
+                "sluice_table_last_commit_timestamp_seconds",
+                "gauge",
+                "When the last table commit landed (Unix time).",
+                |t| t.last_at_ms as f64 / 1e3,
+            ),
+        ];
+        for (name, kind, help, get) in table_series {
+            per_uri(&mut out, name, kind, help, &commits, get);
         }
         let written = self.endpoints.objects_written();
-        for (name, help, get) in [
+        type Written = crate::context::ObjectsWritten;
+        let object_series: [Series<Written>; 3] = [
             (
                 "sluice_objects_written_total",
+                "counter",
                 "Objects an object sink wrote.",
-                (|o| o.objects) as fn(&crate::context::ObjectsWritten) -> u64,
+                |o| o.objects as f64,
             ),
             (
                 "sluice_object_records_written_total",
+                "counter",
                 "Records in the objects an object sink wrote.",
-                |o| o.records,
+                |o| o.records as f64,
             ),
             (
                 "sluice_object_bytes_written_total",
+                "counter",
                 "Bytes of the objects an object sink wrote.",
-                |o| o.bytes,
+                |o| o.bytes as f64,
             ),
-        ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (uri, o) in &written {
-                let _ = writeln!(out, "{name}{{uri=\"{}\"}} {}", escape(uri), get(o));
-            }
+        ];
+        for (name, kind, help, get) in object_series {
+            per_uri(&mut out, name, kind, help, &written, get);
         }
         out
+    }
+}
+
+/// A metric with a sample per endpoint URI: name, type, help, and its value from `T`.
+type Series<T> = (&'static str, &'static str, &'static str, fn(&T) -> f64);
+
+/// One metric with a sample per endpoint URI.
+fn per_uri<T>(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    by_uri: &BTreeMap<String, T>,
+    value: fn(&T) -> f64,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (uri, t) in by_uri {
+        let _ = writeln!(out, "{name}{{uri=\"{}\"}} {}", escape(uri), value(t));
     }
 }
 
