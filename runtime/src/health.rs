@@ -58,6 +58,7 @@ impl<T> Since<T> {
 }
 
 struct Pipeline {
+    name: String,
     state: Since<State>,
     /// Its endpoints, as [`endpoint_name`] gives them.
     endpoints: Vec<String>,
@@ -66,7 +67,8 @@ struct Pipeline {
 /// One run's health.
 #[derive(Default)]
 pub struct Health {
-    pipelines: Mutex<BTreeMap<String, Pipeline>>,
+    /// In the order they were added (the pipelines file's), as pages list them.
+    pipelines: Mutex<Vec<Pipeline>>,
     /// Endpoints in trouble, by endpoint and cause: what is wrong, since when. Causes clear
     /// separately: a broker connection that is up again says nothing of deliveries it owes.
     trouble: Mutex<BTreeMap<(String, Cause), Since<String>>>,
@@ -91,17 +93,25 @@ pub(crate) fn endpoint_name(uri: &str) -> String {
 impl Health {
     /// Registers a pipeline (state `starting`) with the URIs of its endpoints.
     pub fn add_pipeline(&self, name: &str, endpoints: &[&str]) {
-        self.pipelines.locked().insert(
-            name.to_owned(),
-            Pipeline {
-                state: Since::now(State::Starting),
-                endpoints: endpoints.iter().map(|u| endpoint_name(u)).collect(),
-            },
-        );
+        let pipeline = Pipeline {
+            name: name.to_owned(),
+            state: Since::now(State::Starting),
+            endpoints: endpoints.iter().map(|u| endpoint_name(u)).collect(),
+        };
+        let mut pipelines = self.pipelines.locked();
+        match pipelines.iter_mut().find(|p| p.name == name) {
+            Some(p) => *p = pipeline,
+            None => pipelines.push(pipeline),
+        }
     }
 
     pub fn set_state(&self, pipeline: &str, state: State) {
-        if let Some(p) = self.pipelines.locked().get_mut(pipeline) {
+        if let Some(p) = self
+            .pipelines
+            .locked()
+            .iter_mut()
+            .find(|p| p.name == pipeline)
+        {
             if p.state.value != state {
                 p.state = Since::now(state);
             }
@@ -150,7 +160,8 @@ impl Health {
         let trouble = self.trouble.locked();
         let mut healthy = !pipelines.is_empty();
         let mut listed = Vec::new();
-        for (name, p) in pipelines.iter() {
+        for p in pipelines.iter() {
+            let name = &p.name;
             let mut entry = json!({
                 "name": name,
                 "state": p.state.value.name(),
@@ -182,7 +193,8 @@ impl Health {
     pub fn endpoints_of(&self, pipeline: &str) -> Vec<String> {
         self.pipelines
             .locked()
-            .get(pipeline)
+            .iter()
+            .find(|p| p.name == pipeline)
             .map(|p| p.endpoints.clone())
             .unwrap_or_default()
     }
@@ -194,7 +206,8 @@ impl Health {
         let waiting = self.waiting.locked();
         let mut ready = !pipelines.is_empty();
         let mut listed = Vec::new();
-        for (name, p) in pipelines.iter() {
+        for p in pipelines.iter() {
+            let name = &p.name;
             let waits = p
                 .endpoints
                 .iter()
@@ -214,6 +227,27 @@ impl Health {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pipelines_are_listed_in_the_order_they_were_added() {
+        let h = Health::default();
+        for name in ["generator", "producer", "enrich", "archive"] {
+            h.add_pipeline(name, &[]);
+        }
+        h.add_pipeline("producer", &["mem://t"]);
+        let names = |body: Value| -> Vec<String> {
+            body["pipelines"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["name"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        let order = ["generator", "producer", "enrich", "archive"];
+        assert_eq!(names(h.report().1), order);
+        assert_eq!(names(h.readiness().1), order);
+        assert_eq!(h.endpoints_of("producer"), ["mem://t"]);
+    }
 
     #[test]
     fn a_pipeline_is_healthy_only_while_it_runs_without_lasting_trouble() {
