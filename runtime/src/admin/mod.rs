@@ -96,7 +96,9 @@ pub async fn serve(addr: &str, flag: &str, routes: Routes) -> Result<SocketAddr>
         // The console's records/s chart and recent latency come from these samples.
         let metrics = admin.metrics.clone();
         tokio::spawn(async move {
-            let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+            let mut every = tokio::time::interval(std::time::Duration::from_millis(
+                crate::metrics::history::SAMPLE_EVERY_MS,
+            ));
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             loop {
                 every.tick().await;

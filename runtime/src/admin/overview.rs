@@ -8,6 +8,25 @@ use serde_json::{json, Value};
 use super::{Admin, Routes};
 use crate::health::endpoint_name;
 
+/// Shadow differences an overview carries per slot.
+const SHADOW_SAMPLE: usize = 3;
+
+/// Each endpoint's progress that `owns`, with its URI.
+fn with_uri<T: serde::Serialize>(
+    progress: &std::collections::BTreeMap<String, T>,
+    owns: impl Fn(&str) -> bool,
+) -> Value {
+    progress
+        .iter()
+        .filter(|(uri, _)| owns(uri))
+        .map(|(uri, p)| {
+            let mut p = json!(p);
+            p["uri"] = json!(uri);
+            p
+        })
+        .collect()
+}
+
 pub fn overview(routes: &Routes, admin: &Admin) -> Value {
     let (healthy, health) = routes.health.report();
     let (_, readiness) = routes.health.readiness();
@@ -46,29 +65,22 @@ pub fn overview(routes: &Routes, admin: &Admin) -> Value {
                 json!({ "uri": endpoint_name(uri), "partition": partition, "lag": lag })
             })
             .collect();
-        p["tables"] = tables
-            .iter()
-            .filter(|(uri, _)| owns(uri))
-            .map(|(uri, t)| {
-                let mut t = json!(t);
-                t["uri"] = json!(uri);
-                t
-            })
-            .collect();
-        p["objects"] = objects
-            .iter()
-            .filter(|(uri, _)| owns(uri))
-            .map(|(uri, o)| {
-                let mut o = json!(o);
-                o["uri"] = json!(uri);
-                o
-            })
-            .collect();
+        p["tables"] = with_uri(&tables, owns);
+        p["objects"] = with_uri(&objects, owns);
         p["plugins"] = admin
             .slots
             .iter()
             .filter(|s| s.pipeline == name)
-            .map(|s| json!(s.view()))
+            .map(|s| {
+                let mut view = json!(s.view());
+                // Sent every second: the first differences only (the page shows three);
+                // `GET …/shadow` has the whole sample.
+                // (`pointer_mut`: indexing would turn a missing shadow into `{}`.)
+                if let Some(Value::Array(sample)) = view.pointer_mut("/shadow/sample") {
+                    sample.truncate(SHADOW_SAMPLE);
+                }
+                view
+            })
             .collect();
         pipelines.push(p);
     }

@@ -7,6 +7,8 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use super::{PipelineMetrics, LATENCY_BUCKETS};
 
+/// How often the admin listener samples; the console plots one point per sample.
+pub const SAMPLE_EVERY_MS: u64 = 1000;
 /// Samples kept: five minutes at one a second.
 const KEPT: usize = 300;
 /// Latency quantiles cover this many of the newest samples.
@@ -46,13 +48,41 @@ pub struct History(VecDeque<Sample>);
 /// What the samples say, as the admin API's `GET /overview` shows it.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct Recent {
-    /// `[unix ms, in/s, out/s, failed/s]` for each second sampled, oldest first.
-    pub rates: Vec<[f64; 4]>,
+    pub rates: Rates,
     /// Batches in the last minute, and their latency quantiles in milliseconds (None without
     /// batches; over 1 s shows as the largest bucket bound, 1000).
     pub batches: u64,
     pub batch_p50_ms: Option<f64>,
     pub batch_p99_ms: Option<f64>,
+}
+
+/// Records per second between consecutive samples, oldest first, the last one ending at
+/// `last_ms`, `step_ms` apart. Sent once a second for every pipeline, so kept short: one
+/// series per counter, each value to a tenth (`100`, not `100.0`).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Rates {
+    pub last_ms: i64,
+    pub step_ms: u64,
+    #[serde(rename = "in", serialize_with = "tenths")]
+    pub records_in: Vec<f64>,
+    #[serde(rename = "out", serialize_with = "tenths")]
+    pub records_out: Vec<f64>,
+    #[serde(rename = "failed", serialize_with = "tenths")]
+    pub records_failed: Vec<f64>,
+}
+
+fn tenths<S: serde::Serializer>(values: &[f64], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    let mut seq = s.serialize_seq(Some(values.len()))?;
+    for v in values {
+        let tenths = (v * 10.0).round();
+        if tenths % 10.0 == 0.0 {
+            seq.serialize_element(&((tenths / 10.0) as u64))?;
+        } else {
+            seq.serialize_element(&(tenths / 10.0))?;
+        }
+    }
+    seq.end()
 }
 
 impl History {
@@ -64,21 +94,20 @@ impl History {
     }
 
     pub fn recent(&self) -> Recent {
-        let rates = self
-            .0
-            .iter()
-            .zip(self.0.iter().skip(1))
-            .map(|(a, b)| {
-                let secs = (b.at_ms - a.at_ms).max(1) as f64 / 1000.0;
-                let per_s = |x: u64, y: u64| y.saturating_sub(x) as f64 / secs;
-                [
-                    b.at_ms as f64,
-                    per_s(a.records_in, b.records_in),
-                    per_s(a.records_out, b.records_out),
-                    per_s(a.records_failed, b.records_failed),
-                ]
-            })
-            .collect();
+        let mut rates = Rates {
+            last_ms: self.0.back().map_or(0, |s| s.at_ms),
+            step_ms: SAMPLE_EVERY_MS,
+            ..Rates::default()
+        };
+        for (a, b) in self.0.iter().zip(self.0.iter().skip(1)) {
+            let secs = (b.at_ms - a.at_ms).max(1) as f64 / 1000.0;
+            let per_s = |x: u64, y: u64| y.saturating_sub(x) as f64 / secs;
+            rates.records_in.push(per_s(a.records_in, b.records_in));
+            rates.records_out.push(per_s(a.records_out, b.records_out));
+            rates
+                .records_failed
+                .push(per_s(a.records_failed, b.records_failed));
+        }
         let (Some(newest), Some(oldest)) = (
             self.0.back(),
             self.0.iter().rev().nth(LATENCY_WINDOW).or(self.0.front()),
@@ -147,8 +176,10 @@ mod tests {
             h.sample(&p, i as i64 * 2000);
         }
         let r = h.recent();
-        assert_eq!(r.rates.len(), 3);
-        assert_eq!(r.rates[2], [6000.0, 500.0, 450.0, 0.0]);
+        assert_eq!(r.rates.last_ms, 6000);
+        assert_eq!(r.rates.records_in, [500.0; 3]);
+        assert_eq!(r.rates.records_out, [450.0; 3]);
+        assert_eq!(r.rates.records_failed, [0.0; 3]);
         assert_eq!(r.batches, 300);
         let p50 = r.batch_p50_ms.unwrap();
         assert!((0.1..=0.5).contains(&p50), "{p50}");
@@ -161,6 +192,21 @@ mod tests {
         let r = h.recent();
         assert_eq!((r.batches, r.batch_p50_ms), (0, None));
         assert_eq!(History::default().recent(), Recent::default());
+    }
+
+    #[test]
+    fn rates_are_sent_to_a_tenth_and_integers_without_a_fraction() {
+        let r = Rates {
+            last_ms: 5,
+            step_ms: 1000,
+            records_in: vec![100.0, 99.900_099_9, 0.04],
+            records_out: vec![0.25],
+            records_failed: vec![],
+        };
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"last_ms":5,"step_ms":1000,"in":[100,99.9,0],"out":[0.3],"failed":[]}"#
+        );
     }
 
     #[test]

@@ -11,6 +11,9 @@ const TOKEN_KEY = "sluice-admin-token";
 const $ = (selector, root = document) => root.querySelector(selector);
 let token = sessionStorage.getItem(TOKEN_KEY) || "";
 let failedPolls = 0;
+/** The next poll's timer, and whether one is under way (so that polling now never doubles). */
+let nextPoll = null;
+let polling = false;
 let lastAnswer = null;
 // The slot an upload goes to while the file chooser is open: {pipeline, index, shadow}.
 let uploadTo = null;
@@ -27,6 +30,11 @@ function esc(s) {
   return String(s ?? "").replace(/[&<>"']/g, (c) => entities[c]);
 }
 const count = (x) => Number(x ?? 0).toLocaleString("en-US");
+/** A JSON value as one line of text, cut at `max` characters. */
+function jsonText(v, max = 600) {
+  const text = typeof v === "string" ? v : JSON.stringify(v);
+  return text.length > max ? `${text.slice(0, max)}…` : text;
+}
 const short = (sha) => (sha || "").slice(0, 12);
 const clock = (ms) => new Date(ms).toLocaleTimeString("en-GB");
 const ms = (x) => (x == null ? "–" : x < 10 ? `${x.toFixed(2)} ms` : `${Math.round(x)} ms`);
@@ -90,6 +98,9 @@ function say(text, isError = false) {
 }
 
 async function poll() {
+  clearTimeout(nextPoll);
+  if (polling) return;
+  polling = true;
   try {
     const overview = await api("GET", "/overview");
     failedPolls = 0;
@@ -101,7 +112,8 @@ async function poll() {
   } catch (e) {
     if (!(e instanceof ApiError) && ++failedPolls >= DOWN_AFTER) notAnswering(e);
   } finally {
-    setTimeout(poll, POLL_MS);
+    polling = false;
+    nextPoll = setTimeout(poll, POLL_MS);
   }
 }
 
@@ -180,9 +192,9 @@ function renderPipeline(section, p, now) {
   field("in").textContent = count(p.records?.in);
   field("out").textContent = count(p.records?.out);
   field("failed").textContent = count(p.records?.failed);
-  const rates = p.recent?.rates || [];
-  const last = rates.slice(-5);
-  field("rate").textContent = last.length ? count(Math.round(last.reduce((s, r) => s + r[1], 0) / last.length)) : "–";
+  const rates = p.recent?.rates || { in: [], out: [], failed: [] };
+  const last = rates.in.slice(-5);
+  field("rate").textContent = last.length ? count(Math.round(last.reduce((s, r) => s + r, 0) / last.length)) : "–";
   field("p50").textContent = ms(p.recent?.batch_p50_ms);
   field("p99").textContent = ms(p.recent?.batch_p99_ms);
   drawChart(section, rates, now);
@@ -191,14 +203,18 @@ function renderPipeline(section, p, now) {
   setHTML($('[data-part="failures"]', section), failuresHTML(p.failures || []));
 }
 
+/** Records/s: one series per counter, the last point at `rates.last_ms`, `step_ms` apart. */
 function drawChart(section, rates, now) {
-  const max = Math.max(1, ...rates.map((r) => Math.max(r[1], r[2], r[3])));
+  const series = ["in", "out", "failed"];
+  const max = Math.max(1, ...series.flatMap((name) => rates[name]));
   const x = (t) => (((t - (now - CHART_MS)) / CHART_MS) * 300).toFixed(1);
   const y = (v) => (98 - (v / max) * 94).toFixed(1);
-  ["in", "out", "failed"].forEach((name, i) => {
-    const points = rates.map((r) => `${x(r[0])},${y(r[i + 1])}`).join(" ");
+  for (const name of series) {
+    const values = rates[name];
+    const at = (i) => rates.last_ms - (values.length - 1 - i) * rates.step_ms;
+    const points = values.map((v, i) => `${x(at(i))},${y(v)}`).join(" ");
     $(`polyline.${name}`, section).setAttribute("points", points);
-  });
+  }
   $('[data-field="scale"]', section).textContent = `top ${count(Math.round(max))}/s · last 5 min`;
 }
 
@@ -294,9 +310,9 @@ function actionsHTML(s) {
 
 function shadowHTML(r) {
   const sample = (r.sample || []).slice(0, 3).map((d) =>
-    `<pre><b>${esc(d.position)}</b>: ${esc(d.diff)}
-live:   ${esc(d.live)}
-shadow: ${esc(d.shadow)}</pre>`).join("");
+    `<pre><b>${esc(d.position)}</b>: ${esc((d.diff || []).join("; "))}
+live:   ${esc(jsonText(d.live))}
+shadow: ${esc(jsonText(d.shadow))}</pre>`).join("");
   return `<div class="shadow-report">Shadow <code title="${esc(r.sha256)}">${short(r.sha256)}</code>:
     <span data-field="compared">${count(r.compared)}</span> compared, ${count(r.equal)} equal,
     <span data-field="different">${count(r.different)}</span> different, ${count(r.shadow_failed)} failed in the shadow only,
@@ -378,6 +394,7 @@ $("#token-form").addEventListener("submit", (event) => {
   $("#token").value = "";
   $("#token-form").hidden = true;
   $("#message").hidden = true;
+  poll();
 });
 
 $("#forget-token").addEventListener("click", () => {
